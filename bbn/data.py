@@ -1,0 +1,66 @@
+"""Images to tensors: the Dataset, the train/eval transforms and the two BBN loaders."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from bbn.sampler import ReversedSampler, UniformSampler
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class ImageList(Dataset):
+    """(image, class index) pairs from file paths; decoded with PIL, transformed on uint8 tensors."""
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], transform):
+        self.paths, self.targets, self.transform = list(paths), list(targets), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.paths[i]) as img:
+            img = img.convert("RGB")
+        return self.transform(v2.functional.pil_to_tensor(img)), self.targets[i]
+
+
+def _normalise() -> list:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+
+
+def train_transform(image_size: int, crop_padding: int, hflip: bool) -> v2.Compose:
+    """CIFAR-style: resize, random crop from a zero-padded image, optional horizontal flip."""
+    ops: list = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+    if crop_padding:
+        ops.append(v2.RandomCrop(image_size, padding=crop_padding))
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops + _normalise())
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)] + _normalise())
+
+
+def _loader(dataset: Dataset, batch_size: int, sampler, num_workers: int, drop_last: bool) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=drop_last, persistent_workers=num_workers > 0,
+                      pin_memory=torch.cuda.is_available())
+
+
+def bilateral_loaders(dataset: ImageList, batch_size: int, num_workers: int, seed: int):
+    """The uniform and the reversed loader, of equal length, to be zipped batch by batch."""
+    uniform = UniformSampler(len(dataset), seed=seed)
+    reverse = ReversedSampler(dataset.targets, num_samples=len(dataset), seed=seed)
+    drop_last = len(dataset) % batch_size == 1  # a last batch of 1 would break BatchNorm
+    return (_loader(dataset, batch_size, uniform, num_workers, drop_last),
+            _loader(dataset, batch_size, reverse, num_workers, drop_last))
+
+
+def eval_loader(dataset: ImageList, batch_size: int, num_workers: int) -> DataLoader:
+    return _loader(dataset, batch_size, None, num_workers, drop_last=False)

@@ -1,0 +1,120 @@
+"""Fetch an archive, verify its checksum, extract it safely.
+
+* ``fetch``: http(s) with resume (HTTP Range on a ``.part`` file), retries with back-off and a tqdm
+  bar; ``file://`` URLs and plain paths use the same code. The file only gets its final name after
+  the md5 matched, so a partial or corrupt download never looks valid.
+* ``safe_extract``: every member is checked before anything is written; absolute paths, ``..``,
+  links and device files are refused (a dataset archive has no reason to contain them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from tqdm import tqdm
+
+from bbn.errors import BBNError
+
+CHUNK = 1 << 20
+
+
+def md5sum(path: str | Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _progress(total: int | None, initial: int, name: str) -> tqdm:
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=name,
+                disable=None, leave=False)  # disable=None: quiet when not a TTY
+
+
+def _copy_local(src: Path, part: Path) -> None:
+    if not src.is_file():
+        raise BBNError(f"{src}: source archive not found")
+    with open(src, "rb") as fin, open(part, "wb") as fout, _progress(src.stat().st_size, 0, src.name) as bar:
+        for block in iter(lambda: fin.read(CHUNK), b""):
+            fout.write(block)
+            bar.update(len(block))
+
+
+def _http_once(url: str, part: Path, timeout: float) -> None:
+    """Download into ``part``, continuing from its current size when the server allows it."""
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to fetch: the part file is complete
+            return
+        raise
+    with resp:
+        if have and resp.status != 206:  # server ignored Range: start again
+            have = 0
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length else None
+        with open(part, "ab" if have else "wb") as fh, _progress(total, have, Path(part.name).stem) as bar:
+            for block in iter(lambda: resp.read(CHUNK), b""):
+                fh.write(block)
+                bar.update(len(block))
+        if total is not None and part.stat().st_size < total:
+            raise ConnectionError(f"connection closed at {part.stat().st_size} of {total} bytes")
+
+
+def fetch(url: str, dest: str | Path, md5: str, retries: int = 5, timeout: float = 60.0) -> Path:
+    """Make ``dest`` a verified copy of ``url``. An existing verified ``dest`` is kept as it is."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and md5sum(dest) == md5:
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        for attempt in range(retries + 1):
+            try:
+                _http_once(url, part, timeout)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+                if attempt == retries:
+                    raise BBNError(f"{url}: download failed after {retries + 1} attempts ({exc})") from None
+                time.sleep(min(2**attempt, 30))
+    else:
+        _copy_local(Path(parsed.path if parsed.scheme == "file" else url), part)
+    got = md5sum(part)
+    if got != md5:
+        part.unlink(missing_ok=True)  # a corrupt download must not be resumed or used
+        raise BBNError(f"{url}: md5 mismatch (expected {md5}, got {got}); the download was deleted")
+    os.replace(part, dest)
+    return dest
+
+
+def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        raise BBNError(f"{archive}: unsafe member {member.name!r} (absolute or '..' path); nothing extracted")
+    if not (member.isfile() or member.isdir()):
+        raise BBNError(f"{archive}: member {member.name!r} is a link or special file; nothing extracted")
+
+
+def safe_extract(archive: str | Path, dest: str | Path) -> None:
+    """Extract a tar archive into ``dest`` after checking every member."""
+    archive, dest = Path(archive), Path(dest)
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(archive, member)
+            dest.mkdir(parents=True, exist_ok=True)
+            for member in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None, leave=False):
+                tar.extract(member, dest, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BBNError(f"{archive}: cannot extract ({exc})") from None

@@ -1,0 +1,118 @@
+"""The bilateral-branch network (Zhou et al., BBN, CVPR 2020) on an anti-aliased ResNet.
+
+One ResNet trunk is shared by both branches; only its last residual block is duplicated into a
+conventional-learning block (fed by the uniform sampler) and a re-balancing block (fed by the
+reversed sampler). Each branch ends in global average pooling (f_c, f_r) and its own classifier, and
+the logits are mixed by the cumulative-learning weight alpha:
+
+    z = alpha * W_c f_c + (1 - alpha) * W_r f_r
+
+The backbone is built from timm's residual blocks (its ``aa_layer`` hook places BlurPool after the
+stride-1 conv + ReLU of every strided block); ``bbn.blurpool`` adds the blurred shortcuts.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from timm.models.resnet import BasicBlock, make_blocks
+from torch import nn
+
+from bbn.blurpool import BlurPool, blur_shortcuts
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the network from a checkpoint."""
+
+    backbone: str
+    num_classes: int
+    antialias: str = "full"  # off | stem | full
+    blur_filter: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _aa_layer(spec: ModelSpec):
+    if spec.antialias != "full":
+        return None
+    return lambda channels, stride: BlurPool(channels, filt_size=spec.blur_filter, stride=stride)
+
+
+def resnet32_trunk(spec: ModelSpec) -> tuple[nn.Sequential, nn.Module, int]:
+    """CIFAR ResNet-32 (He et al. 2016): 3x3 stem, 3 stages of 5 basic blocks, 16/32/64 channels.
+
+    There is no stem subsampling in the CIFAR variant, so ``antialias: stem`` equals ``off`` here.
+    Returns (shared trunk, last residual block, feature width).
+    """
+    stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+    stages, _ = make_blocks((BasicBlock,) * 3, channels=(16, 32, 64), block_repeats=(5, 5, 5), inplanes=16,
+                            norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU, aa_layer=_aa_layer(spec))
+    layers = dict(stages)
+    last = layers["layer3"][-1]
+    layers["layer3"] = layers["layer3"][:-1]
+    trunk = nn.Sequential()
+    trunk.add_module("stem", stem)
+    for name, stage in layers.items():
+        trunk.add_module(name, stage)
+    if spec.antialias == "full":
+        blur_shortcuts(trunk, spec.blur_filter)
+    return trunk, last, 64
+
+
+BACKBONES = {"resnet32": resnet32_trunk}
+
+
+class BilateralNet(nn.Module):
+    """Shared trunk, two branch blocks, two classifiers; logits mixed by alpha."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        if spec.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {spec.backbone!r}; choose from {sorted(BACKBONES)}")
+        self.spec = spec
+        self.trunk, block, width = BACKBONES[spec.backbone](spec)
+        self.cb_block = block  # conventional learning branch (uniform sampler)
+        self.rb_block = copy.deepcopy(block)  # re-balancing branch (reversed sampler)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.cb_fc = nn.Linear(width, spec.num_classes)
+        self.rb_fc = nn.Linear(width, spec.num_classes)
+        _init_weights(self)
+
+    def branch_logits(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None):
+        """(W_c f_c, W_r f_r). With ``x_r`` None both branches see ``x_c`` through one trunk pass.
+
+        In training the two batches go through the trunk separately, so each keeps its own
+        BatchNorm batch statistics as in the official implementation.
+        """
+        h_c = self.trunk(x_c)
+        h_r = h_c if x_r is None else self.trunk(x_r)
+        f_c = self.pool(self.cb_block(h_c))
+        f_r = self.pool(self.rb_block(h_r))
+        return self.cb_fc(f_c), self.rb_fc(f_r)
+
+    def forward(self, x: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+        """Inference: both branches see the same image; ``alpha`` 0.5 weighs them equally."""
+        logits_c, logits_r = self.branch_logits(x)
+        return mix_logits(logits_c, logits_r, alpha)
+
+
+def mix_logits(logits_c: torch.Tensor, logits_r: torch.Tensor, alpha: float) -> torch.Tensor:
+    """z = alpha * W_c f_c + (1 - alpha) * W_r f_r."""
+    return alpha * logits_c + (1.0 - alpha) * logits_r
+
+
+def _init_weights(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_model(spec: ModelSpec) -> BilateralNet:
+    return BilateralNet(spec)

@@ -1,0 +1,59 @@
+"""The pictures: long-tail class distribution and learning curves (PNG, written atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed: stages run headless
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bbn.io import atomic_path  # noqa: E402
+
+
+def _save(fig, target: str | Path) -> None:
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def longtail(table: pd.DataFrame, target: str | Path) -> None:
+    """Sorted class counts on a log scale, coloured by shot group."""
+    colours = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(table["rank"], table["count"].clip(lower=0.8), width=1.0,
+           color=[colours[g] for g in table["group"]])
+    ax.set_yscale("log")
+    ax.set_xlabel("class rank (by training images)")
+    ax.set_ylabel("training images (log)")
+    ax.set_title(f"{len(table)} classes, imbalance ratio {table['count'].max() / max(table['count'].min(), 1):.1f}")
+    for g, c in colours.items():
+        ax.bar([], [], color=c, label=f"{g} ({(table['group'] == g).sum()})")
+    ax.legend()
+    _save(fig, target)
+
+
+def learning_curves(history: pd.DataFrame, target: str | Path) -> None:
+    """Loss, accuracy (train, val, per branch), alpha and learning rate per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    x = history["epoch"]
+    axes[0].plot(x, history["train_loss"], label="train")
+    axes[0].plot(x, history["val_loss"], label="val")
+    axes[0].set_title("loss")
+    for col, label in [("train_acc", "train (mixed)"), ("val_acc", "val"),
+                       ("train_acc_conventional", "conventional branch"),
+                       ("train_acc_rebalancing", "re-balancing branch")]:
+        if col in history:
+            axes[1].plot(x, history[col], label=label)
+    axes[1].set_title("accuracy")
+    axes[2].plot(x, history["alpha"], label="alpha")
+    axes[2].set_title("alpha and learning rate")
+    lr_ax = axes[2].twinx()
+    lr_ax.plot(x, history["lr"], color="tab:gray", linestyle="--", label="lr")
+    lr_ax.set_ylabel("lr")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(loc="best", fontsize=8)
+    _save(fig, target)

@@ -1,0 +1,13 @@
+"""Where each stage reads and writes; dvc.yaml declares the same paths."""
+
+from pathlib import Path
+
+RAW = Path("data/raw")
+STATS = Path("data/stats")
+SPLIT = Path("data/split")
+MODEL = Path("models/model.pt")
+RUN = Path("models/mlflow_run.json")
+PREDICTIONS = Path("predictions")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+SUBMISSION = Path("submission.csv")

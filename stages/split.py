@@ -1,0 +1,29 @@
+"""Stage split: seeded stratified train/val split of the training pool (params: split)."""
+
+from bbn.cli import run
+from bbn.config import load_params
+from bbn.inat import find_json, load_categories, load_images
+from bbn.io import atomic_path
+from bbn.split import check_every_class_trains, stratified_split
+from stages.paths import RAW, SPLIT
+
+
+def main() -> None:
+    p = load_params().split
+    train_json = find_json(RAW, "train")
+    pool, categories = load_images(train_json), load_categories(train_json)
+    if p.use_official_val:
+        train, val = pool, load_images(find_json(RAW, "val"))
+    else:
+        train, val = stratified_split(pool, p.val_fraction, p.seed)
+    check_every_class_trains(categories.rename(columns={"id": "category_id"}), train)
+    classes = categories[["id", "name"]].rename(columns={"id": "category_id"})
+    classes["train_count"] = classes["category_id"].map(train["category_id"].value_counts()).astype(int)
+    for name, frame in [("train", train), ("val", val), ("classes", classes)]:
+        with atomic_path(SPLIT / f"{name}.csv") as tmp:
+            frame.to_csv(tmp, index=name == "classes", index_label="index")
+    print(f"split: {len(train)} train, {len(val)} val images, {len(classes)} classes")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,65 @@
+"""Stage train: BBN on the train split, validated on the val split (params: model, train)."""
+
+import time
+
+import pandas as pd
+import torch
+
+from bbn.cli import run
+from bbn.config import flatten, load_params
+from bbn.data import ImageList, bilateral_loaders, eval_loader, eval_transform, train_transform
+from bbn.io import atomic_path, write_json
+from bbn.network import ModelSpec, build_model
+from bbn.tracking import Tracker, run_tags
+from bbn.training import finite, fit, resolve_device, seed_everything
+from stages.paths import METRICS, MODEL, PLOTS, RUN, SPLIT
+
+
+def _dataset(frame: pd.DataFrame, index: dict, transform) -> ImageList:
+    return ImageList(frame["path"], frame["category_id"].map(index).tolist(), transform)
+
+
+def main() -> None:
+    params = load_params()
+    t, m = params.train, params.model
+    device = resolve_device(t.device)
+    seed_everything(t.seed)
+    classes = pd.read_csv(SPLIT / "classes.csv")
+    index = dict(zip(classes["category_id"], classes["index"]))
+    train_set = _dataset(pd.read_csv(SPLIT / "train.csv"), index, train_transform(t.image_size, t.crop_padding, t.hflip))
+    val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size))
+    uniform, reverse = bilateral_loaders(train_set, t.batch_size, t.num_workers, t.seed)
+    val = eval_loader(val_set, params.eval.batch_size, t.num_workers) if len(val_set) else None
+    spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter)
+    model = build_model(spec)
+
+    tracker = Tracker(params.tracking)
+    tracker.start(flatten(params), run_tags() | {"device": str(device), "budget.epochs": str(t.epochs),
+                                                 "budget.image_size": str(t.image_size)})
+    start = time.perf_counter()
+    try:
+        history = fit(model, uniform, reverse, val, t, params.eval.alpha, device,
+                      on_epoch=lambda epoch, row: tracker.log_metrics(finite(row), step=epoch + 1))
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    curve = pd.DataFrame(history)
+    with atomic_path(MODEL) as tmp:
+        torch.save({"spec": spec.to_dict(), "state_dict": model.state_dict(), "image_size": t.image_size,
+                    "category_ids": classes["category_id"].tolist(), "names": classes["name"].tolist(),
+                    "epochs": t.epochs}, tmp)
+    with atomic_path(PLOTS / "learning_curve.csv") as tmp:
+        curve.to_csv(tmp, index=False)
+    last = history[-1]
+    write_json(METRICS / "train.json", finite({
+        "train_loss": last["train_loss"], "train_acc": last["train_acc"], "val_loss": last["val_loss"],
+        "val_acc": last["val_acc"], "best_val_acc": curve["val_acc"].max(),
+        "train_minutes": (time.perf_counter() - start) / 60}))
+    write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri})
+    tracker.log_artifact(PLOTS / "learning_curve.csv", "plots")
+    tracker.finish()
+    print(f"train: {t.epochs} epochs, val acc {last['val_acc']:.4f}, run {tracker.run_id}")
+
+
+if __name__ == "__main__":
+    run(main)

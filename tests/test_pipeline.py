@@ -1,0 +1,110 @@
+"""End to end: real DVC and real MLflow on the tiny config, in a temporary copy of the repo."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import make_repo, sh, stage
+
+pytestmark = pytest.mark.pipeline
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([\w-]+)'", output)
+
+
+def runs(repo) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("bbn")
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+@pytest.fixture(scope="module")
+def repro(tiny_repo):
+    """The first ``dvc repro`` of the tiny pipeline (all six stages)."""
+    return sh(tiny_repo, "dvc", "repro")
+
+
+def test_repro_runs_every_stage(tiny_repo, repro):
+    assert ran(repro.stdout) == ["download", "stats", "split", "train", "evaluate", "submit"]
+    for path in ["data/raw", "data/split/train.csv", "models/model.pt", "predictions/test.npz",
+                 "submission.csv", "metrics/stats.json", "metrics/train.json", "metrics/eval.json",
+                 "plots/class_distribution.png", "plots/learning_curve.png", "dvc.lock"]:
+        assert (tiny_repo / path).exists(), path
+
+
+def test_metrics_are_flat_and_complete(tiny_repo, repro):
+    numbers = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    for split in ("val", "test"):
+        for key in ("top1_error", "top5_error", "many_acc", "medium_acc", "few_acc"):
+            assert f"{split}_{key}" in numbers
+    assert all(not isinstance(v, (dict, list)) for v in numbers.values())
+    assert 0.0 <= numbers["test_top1_error"] <= 1.0
+    assert numbers["test_top5_error"] <= numbers["test_top1_error"]
+    shown = sh(tiny_repo, "dvc", "metrics", "show").stdout
+    assert "test_top1_error" in shown and "imbalance_ratio" in shown
+
+
+def test_submission_has_one_valid_row_per_test_image(tiny_repo, repro):
+    test = json.loads(next((tiny_repo / "data/raw").rglob("test.json")).read_text())
+    sub = pd.read_csv(tiny_repo / "submission.csv", dtype=str)
+    assert list(sub.columns) == ["id", "predicted"]
+    assert sorted(sub["id"].astype(int)) == sorted(img["id"] for img in test["images"])
+    known = {str(c["id"]) for c in test["categories"]}
+    for row in sub["predicted"]:
+        ids = row.split()
+        assert 1 <= len(ids) <= 5 and len(set(ids)) == len(ids) and set(ids) <= known
+
+
+def test_second_repro_runs_nothing(tiny_repo, repro):
+    again = sh(tiny_repo, "dvc", "repro")
+    assert ran(again.stdout) == []
+    assert "up to date" in sh(tiny_repo, "dvc", "status").stdout
+
+
+def test_one_mlflow_run_with_dotted_params_and_artifacts(tiny_repo, repro):
+    (run,) = runs(tiny_repo)
+    assert run.data.params["train.tmax"] == "2"
+    assert run.data.params["model.antialias"] == "full"
+    assert "test_top1_error" in run.data.metrics and "alpha" in run.data.metrics
+    assert run.data.tags["git_revision"] != "unknown"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    alphas = [m.value for m in client.get_metric_history(run.info.run_id, "alpha")]
+    assert alphas == [1.0, 0.75]  # 1 - (T/2)^2 for T = 0, 1
+    names = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"submission.csv", "plots/learning_curve.png", "plots/class_distribution.png"} <= names
+
+
+def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
+    sh(tiny_repo, "git", "add", "-A")
+    sh(tiny_repo, "git", "commit", "-q", "-m", "baseline")
+    out = sh(tiny_repo, "dvc", "exp", "run", "-S", "train.tmax=5")
+    assert ran(out.stdout) == ["train", "evaluate", "submit"]
+    tmaxes = sorted(r.data.params["train.tmax"] for r in runs(tiny_repo))
+    assert tmaxes == ["2", "5"]
+    new = next(r for r in runs(tiny_repo) if r.data.params["train.tmax"] == "5")
+    assert new.data.tags["dvc_exp_name"]  # DVC names the experiment; the run carries it
+    assert yaml.safe_load((tiny_repo / "params.yaml").read_text())["train"]["tmax"] == 5
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("train", "tmaxx", 3, "train.tmaxx: unknown key"),
+    ("train", "batch_size", "many", "train.batch_size"),
+    ("train", "tmax", 0, "train.tmax"),
+    ("train", "batch_size", 0, "train.batch_size"),
+    ("model", "antialias", "sometimes", "model.antialias"),
+])
+def test_bad_params_fail_at_stage_start_naming_the_key(tmp_path, section, key, value, words):
+    repo = make_repo(tmp_path / "bad", {section: {key: value}})
+    proc = stage(repo, "download")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and words in errors[0], proc.stderr
+    assert not (repo / "data").exists()  # failed before any work
