@@ -48,3 +48,14 @@ def blur_shortcuts(module: nn.Module, filt_size: int) -> None:
         down = getattr(block, "downsample", None)
         if isinstance(down, nn.Sequential) and isinstance(down[0], nn.Conv2d) and down[0].stride[0] > 1:
             down[0] = BlurConv2d(down[0], filt_size)
+
+
+def blurpool_layer(filt_size: int) -> type[BlurPool]:
+    """A BlurPool class with the filter size bound, for timm's ``aa_layer`` hook (it wants a class)."""
+
+    class _BlurPool(BlurPool):
+        def __init__(self, channels: int | None = None, stride: int = 2, **kwargs):
+            super().__init__(channels, filt_size=filt_size, stride=stride, **kwargs)
+
+    _BlurPool.__name__ = f"BlurPool{filt_size}"
+    return _BlurPool

@@ -48,9 +48,11 @@ class SplitParams(_Section):
 
 
 class ModelParams(_Section):
-    backbone: Literal["resnet32"] = "resnet32"
+    backbone: Literal["resnet32", "resnet50"] = "resnet32"
     antialias: Literal["off", "stem", "full"] = "full"
     blur_filter: int = Field(3, ge=2, le=7)
+    pretrained: str = ""
+    pretrained_md5: str = Field("", pattern=r"^([0-9a-f]{32})?$")
 
 
 class AlphaParams(_Section):
@@ -59,19 +61,19 @@ class AlphaParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.1, gt=0.0)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(2e-4, ge=0.0)
     nesterov: bool = False
-    lr_steps: list[int] = [20, 26]
+    lr_steps: list[int] = [30, 36]
     lr_factor: float = Field(0.1, gt=0.0, le=1.0)
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(2, ge=0)
     image_size: int = Field(32, ge=8, le=1024)
     crop_padding: int = Field(4, ge=0)
     hflip: bool = False
-    tmax: int = Field(30, gt=0)
+    tmax: int = Field(40, gt=0)
     alpha: AlphaParams = AlphaParams()
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")

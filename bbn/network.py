@@ -17,10 +17,10 @@ import copy
 from dataclasses import asdict, dataclass
 
 import torch
-from timm.models.resnet import BasicBlock, make_blocks
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
-from bbn.blurpool import BlurPool, blur_shortcuts
+from bbn.blurpool import blur_shortcuts, blurpool_layer
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,8 @@ class ModelSpec:
 
 
 def _aa_layer(spec: ModelSpec):
-    if spec.antialias != "full":
-        return None
-    return lambda channels, stride: BlurPool(channels, filt_size=spec.blur_filter, stride=stride)
+    """The blur layer for the residual blocks (only with ``antialias: full``)."""
+    return blurpool_layer(spec.blur_filter) if spec.antialias == "full" else None
 
 
 def resnet32_trunk(spec: ModelSpec) -> tuple[nn.Sequential, nn.Module, int]:
@@ -63,7 +62,30 @@ def resnet32_trunk(spec: ModelSpec) -> tuple[nn.Sequential, nn.Module, int]:
     return trunk, last, 64
 
 
-BACKBONES = {"resnet32": resnet32_trunk}
+def resnet50_trunk(spec: ModelSpec) -> tuple[nn.Sequential, nn.Module, int]:
+    """ImageNet ResNet-50 (bottlenecks [3, 4, 6, 3]) with torchvision/timm parameter names.
+
+    Anti-aliasing as in Zhang's antialiased ResNets: the stem max-pool becomes dense max-pool +
+    blur-subsample (``stem`` and ``full``); with ``full`` also every strided 3x3 conv (stride-1 conv,
+    ReLU, blur-subsample) and every downsampling shortcut (blur-subsample, then the 1x1 conv).
+    """
+    net = ResNet(Bottleneck, (3, 4, 6, 3), num_classes=0, aa_layer=_aa_layer(spec))
+    if spec.antialias == "stem":
+        net.maxpool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
+                                    blurpool_layer(spec.blur_filter)(64, stride=2))
+    last = net.layer4[-1]
+    net.layer4 = net.layer4[:-1]
+    trunk = nn.Sequential()
+    for name in ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+        trunk.add_module(name, getattr(net, name))
+    if spec.antialias == "full":
+        blur_shortcuts(trunk, spec.blur_filter)
+    return trunk, last, 2048
+
+
+BACKBONES = {"resnet32": resnet32_trunk, "resnet50": resnet50_trunk}
+# The block that becomes the two branches, under its name in a plain (torchvision/timm) ResNet.
+LAST_BLOCK = {"resnet32": "layer3.4.", "resnet50": "layer4.2."}
 
 
 class BilateralNet(nn.Module):

@@ -10,6 +10,7 @@ from bbn.config import flatten, load_params
 from bbn.data import ImageList, bilateral_loaders, eval_loader, eval_transform, train_transform
 from bbn.io import atomic_path, write_json
 from bbn.network import ModelSpec, build_model
+from bbn.pretrained import load_pretrained
 from bbn.tracking import Tracker, run_tags
 from bbn.training import finite, fit, resolve_device, seed_everything
 from stages.paths import METRICS, MODEL, PLOTS, RUN, SPLIT
@@ -32,14 +33,22 @@ def main() -> None:
     val = eval_loader(val_set, params.eval.batch_size, t.num_workers) if len(val_set) else None
     spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter)
     model = build_model(spec)
+    if m.pretrained:
+        print(load_pretrained(model, m.pretrained, m.pretrained_md5))
 
     tracker = Tracker(params.tracking)
     tracker.start(flatten(params), run_tags() | {"device": str(device), "budget.epochs": str(t.epochs),
-                                                 "budget.image_size": str(t.image_size)})
+                                                 "budget.image_size": str(t.image_size),
+                                                 "budget.pretrained": str(bool(m.pretrained))})
+    def on_epoch(epoch: int, row: dict) -> None:
+        tracker.log_metrics(finite(row), step=epoch + 1)
+        print(f"epoch {epoch + 1}/{t.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.4g}  "
+              f"loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  val_acc {row['val_acc']:.4f}  "
+              f"{row['seconds']:.1f}s", flush=True)
+
     start = time.perf_counter()
     try:
-        history = fit(model, uniform, reverse, val, t, params.eval.alpha, device,
-                      on_epoch=lambda epoch, row: tracker.log_metrics(finite(row), step=epoch + 1))
+        history = fit(model, uniform, reverse, val, t, params.eval.alpha, device, on_epoch=on_epoch)
     except BaseException:
         tracker.finish("FAILED")
         raise
