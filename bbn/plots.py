@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed: stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from bbn.io import atomic_path  # noqa: E402
 
@@ -29,9 +30,7 @@ def longtail(table: pd.DataFrame, target: str | Path) -> None:
     ax.set_xlabel("class rank (by training images)")
     ax.set_ylabel("training images (log)")
     ax.set_title(f"{len(table)} classes, imbalance ratio {table['count'].max() / max(table['count'].min(), 1):.1f}")
-    for g, c in colours.items():
-        ax.bar([], [], color=c, label=f"{g} ({(table['group'] == g).sum()})")
-    ax.legend()
+    ax.legend(handles=[Patch(color=c, label=f"{g} ({(table['group'] == g).sum()})") for g, c in colours.items()])
     _save(fig, target)
 
 
@@ -41,7 +40,8 @@ def learning_curves(history: pd.DataFrame, target: str | Path) -> None:
     x = history["epoch"]
     axes[0].plot(x, history["train_loss"], label="train")
     axes[0].plot(x, history["val_loss"], label="val")
-    axes[0].set_title("loss")
+    axes[0].set_yscale("log")  # early epochs can spike by orders of magnitude
+    axes[0].set_title("loss (log)")
     for col, label in [("train_acc", "train (mixed)"), ("val_acc", "val"),
                        ("train_acc_conventional", "conventional branch"),
                        ("train_acc_rebalancing", "re-balancing branch")]:

@@ -50,7 +50,7 @@ def main() -> None:
         if len(y) and (y >= 0).all():  # the iNat test set has no public labels
             found = classification_metrics(logits, y, classes["train_count"].to_numpy(),
                                            params.stats.many_above, params.stats.few_below)
-            numbers |= {f"{name}_{k}": v for k, v in found.items()}
+            numbers |= {f"{name}_{k}": None if v is None else round(v, 6) for k, v in found.items()}
     write_json(METRICS / "eval.json", numbers)
     plots.learning_curves(pd.read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
 
