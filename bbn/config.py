@@ -89,6 +89,7 @@ class TrainParams(_Section):
 class EvalParams(_Section):
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     batch_size: int = Field(256, ge=1)
+    tta_flip: bool = False
 
 
 class SubmitParams(_Section):

@@ -57,3 +57,43 @@ def learning_curves(history: pd.DataFrame, target: str | Path) -> None:
         ax.set_xlabel("epoch")
         ax.legend(loc="best", fontsize=8)
     _save(fig, target)
+
+
+def per_class_accuracy(table: pd.DataFrame, target: str | Path) -> None:
+    """Each class's accuracy against its training count (log x): where the long tail hurts."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(table["train_count"].clip(lower=0.8), table["accuracy"], s=14, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("per-class accuracy vs training frequency")
+    _save(fig, target)
+
+
+def reliability(bins: list[dict], ece: float, target: str | Path) -> None:
+    """Accuracy against confidence per bin; the gap to the diagonal is miscalibration."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    used = [b for b in bins if b["count"]]
+    width = bins[0]["hi"] - bins[0]["lo"]
+    ax.bar([b["lo"] for b in used], [b["accuracy"] for b in used], width=width, align="edge",
+           edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (ECE {ece:.3f})")
+    ax.legend(loc="upper left")
+    _save(fig, target)
+
+
+def confused_pairs(matrix: pd.DataFrame, target: str | Path) -> None:
+    """A confusion matrix restricted to the most confused classes (rows: true, columns: predicted)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * len(matrix), 1 + 0.45 * len(matrix)))
+    image = ax.imshow(matrix.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(matrix.index)), matrix.index, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("most confused classes")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    _save(fig, target)

@@ -103,12 +103,19 @@ def train_epoch(model: BilateralNet, uniform: DataLoader, reverse: DataLoader, o
 
 @torch.inference_mode()
 def predict(model: BilateralNet, loader: DataLoader, device: torch.device, alpha: float = 0.5,
-            desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
-    """(logits, targets) of every item in ``loader``'s order, both branches seeing each image."""
+            desc: str = "predict", tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, targets) of every item in ``loader``'s order, both branches seeing each image.
+
+    ``tta_flip`` averages the logits of each image and its horizontal mirror.
+    """
     model.eval()
     logits, targets = [], []
     for x, y in tqdm(loader, desc=desc, disable=None, leave=False):
-        logits.append(model(x.to(device, non_blocking=True), alpha=alpha).float().cpu())
+        x = x.to(device, non_blocking=True)
+        z = model(x, alpha=alpha)
+        if tta_flip:
+            z = (z + model(x.flip(-1), alpha=alpha)) / 2
+        logits.append(z.float().cpu())
         targets.append(torch.as_tensor(y))
     if not logits:
         return np.zeros((0, model.spec.num_classes), np.float32), np.zeros(0, np.int64)
