@@ -18,6 +18,13 @@ from torch import nn
 class BlurPool(BlurPool2d):
     """Binomial blur + stride-2 subsampling; reflect padding, replicate where the map is too small."""
 
+    def __init__(self, channels: int | None = None, filt_size: int = 3, stride: int = 2, **kwargs):
+        super().__init__(channels, filt_size=filt_size, stride=stride, **kwargs)
+        # Zhang's padding: (f-1)//2 before, f//2 after. timm pads symmetrically, which for an even
+        # filter yields one output too many (32 -> 17); odd filters are unchanged.
+        before, after = (filt_size - 1) // 2, filt_size // 2
+        self.padding = [before, after, before, after]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Reflect padding needs pad < size; on tiny maps replicate is the closest border rule.
         mode = self.pad_mode if min(x.shape[-2:]) > max(self.padding) else "replicate"

@@ -7,11 +7,12 @@ dotted key (``train.tmax``) the way ``dvc exp run -S`` spells it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bbn.errors import BBNError
 
@@ -20,25 +21,43 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+DATASETS = ("digits", "inat2017", "inat2018", "inat2019", "cifar10_lt", "cifar100_lt", "imagefolder")
+
+
 class DataParams(_Section):
-    name: Literal["digits"] = "digits"
-    image_px: int = Field(32, ge=8, le=512)
+    name: Literal[DATASETS] = "digits"
+    source: str = ""
+    mirror: str = Field("", pattern=r"^((https?|file)://.*)?$")
+    md5: dict[str, str] = {}
     imbalance_ratio: float = Field(20.0, ge=1.0)
-    n_max: int = Field(140, ge=1)
-    test_per_class: int = Field(30, ge=1)
+    n_max: int = Field(0, ge=0)
+    longtail_subsample: bool = False
+    image_px: int = Field(32, ge=8, le=512)
+    test_per_class: int = Field(30, ge=0)
     val_per_class: int = Field(3, ge=0)
     seed: int = 0
+
+    @field_validator("md5")
+    @classmethod
+    def _hex(cls, md5: dict[str, str]) -> dict[str, str]:
+        bad = [f for f, h in md5.items() if not re.fullmatch(r"[0-9a-f]{32}", h)]
+        if bad:
+            raise ValueError(f"{bad[0]}: not a 32-digit lowercase hex md5")
+        return md5
 
 
 class StatsParams(_Section):
     many_above: int = Field(100, ge=0)
     few_below: int = Field(20, ge=1)
 
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.few_below > self.many_above + 1:
+    @field_validator("few_below")
+    @classmethod
+    def _ordered(cls, few_below: int, info: ValidationInfo) -> int:
+        # a field validator (not a model one) so the error names stats.few_below
+        many_above = info.data.get("many_above")
+        if many_above is not None and few_below > many_above + 1:
             raise ValueError("few_below must not exceed many_above + 1")
-        return self
+        return few_below
 
 
 class SplitParams(_Section):
@@ -79,11 +98,12 @@ class TrainParams(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     num_workers: int = Field(0, ge=0)
 
-    @model_validator(mode="after")
-    def _steps(self):
-        if any(s < 1 for s in self.lr_steps) or list(self.lr_steps) != sorted(self.lr_steps):
+    @field_validator("lr_steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        if any(s < 1 for s in steps) or list(steps) != sorted(steps):
             raise ValueError("lr_steps must be increasing epoch numbers >= 1")
-        return self
+        return steps
 
 
 class EvalParams(_Section):

@@ -9,6 +9,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from bbn.errors import BBNError
 from bbn.sampler import ReversedSampler, UniformSampler
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -24,8 +25,11 @@ class ImageList(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        with Image.open(self.paths[i]) as img:
-            img = img.convert("RGB")
+        try:
+            with Image.open(self.paths[i]) as img:
+                img = img.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "not an image"
+            raise BBNError(f"{self.paths[i]}: cannot read image ({exc})") from None
         return self.transform(v2.functional.pil_to_tensor(img)), self.targets[i]
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tarfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -31,6 +33,27 @@ def md5sum(path: str | Path) -> str:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def verified(path: Path, md5: str, record: Path) -> bool:
+    """Whether ``path`` has checksum ``md5``; ``record`` remembers a success for this exact file
+    (size and mtime), so an 80 GB archive is hashed once, not at every run."""
+    if record.exists() and record.read_text().strip() == _stamp(path, md5):
+        return True
+    if md5sum(path) != md5:
+        return False
+    _remember(path, md5, record)
+    return True
+
+
+def _stamp(path: Path, md5: str) -> str:
+    stat = path.stat()
+    return f"{md5} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def _remember(path: Path, md5: str, record: Path) -> None:
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(_stamp(path, md5) + "\n")
 
 
 def _progress(total: int | None, initial: int, name: str) -> tqdm:
@@ -74,7 +97,8 @@ def fetch(url: str, dest: str | Path, md5: str, retries: int = 5, timeout: float
     """Make ``dest`` a verified copy of ``url``. An existing verified ``dest`` is kept as it is."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() and md5sum(dest) == md5:
+    record = dest.with_name(dest.name + ".md5")
+    if dest.exists() and verified(dest, md5, record):
         return dest
     part = dest.with_name(dest.name + ".part")
     parsed = urlparse(url)
@@ -94,6 +118,7 @@ def fetch(url: str, dest: str | Path, md5: str, retries: int = 5, timeout: float
         part.unlink(missing_ok=True)  # a corrupt download must not be resumed or used
         raise BBNError(f"{url}: md5 mismatch (expected {md5}, got {got}); the download was deleted")
     os.replace(part, dest)
+    _remember(dest, md5, record)
     return dest
 
 
@@ -105,9 +130,32 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
         raise BBNError(f"{archive}: member {member.name!r} is a link or special file; nothing extracted")
 
 
+def _check_zip_member(archive: Path, info: zipfile.ZipInfo) -> None:
+    path = PurePosixPath(info.filename)
+    if path.is_absolute() or ".." in path.parts or "\\" in info.filename:
+        raise BBNError(f"{archive}: unsafe member {info.filename!r} (absolute or '..' path); nothing extracted")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise BBNError(f"{archive}: member {info.filename!r} is a link; nothing extracted")
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        for info in members:
+            _check_zip_member(archive, info)
+        dest.mkdir(parents=True, exist_ok=True)
+        for info in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None, leave=False):
+            zf.extract(info, dest)
+
+
 def safe_extract(archive: str | Path, dest: str | Path) -> None:
-    """Extract a tar archive into ``dest`` after checking every member."""
+    """Extract a tar or zip archive into ``dest`` after checking every member."""
     archive, dest = Path(archive), Path(dest)
+    if zipfile.is_zipfile(archive):
+        try:
+            return _extract_zip(archive, dest)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise BBNError(f"{archive}: cannot extract ({exc})") from None
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()

@@ -23,15 +23,9 @@ from PIL import Image
 
 from bbn.config import DataParams
 from bbn.errors import BBNError
+from bbn.longtail import longtail_counts
 
 ROOT = "digits"
-
-
-def longtail_counts(n_max: int, imbalance_ratio: float, num_classes: int) -> list[int]:
-    """n_i = int(n_max * IR^(-i / (C - 1))): the standard exponential long-tail profile."""
-    if num_classes == 1:
-        return [n_max]
-    return [int(n_max * imbalance_ratio ** (-i / (num_classes - 1))) for i in range(num_classes)]
 
 
 def _render(pixels: np.ndarray, size: int) -> bytes:
@@ -47,11 +41,13 @@ def _assign(labels: np.ndarray, p: DataParams) -> dict[str, list[int]]:
     """Pick, per class, the test, val and long-tailed training indices (seeded)."""
     rng = np.random.default_rng(p.seed)
     classes = np.unique(labels)
-    wanted = longtail_counts(p.n_max, p.imbalance_ratio, len(classes))
+    held_out = p.test_per_class + p.val_per_class
+    n_max = p.n_max or int((labels == classes[0]).sum()) - held_out  # 0: all that class 0 has left
+    wanted = longtail_counts(n_max, p.imbalance_ratio, len(classes))
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for c, n_train in zip(classes, wanted):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        spare = len(idx) - p.test_per_class - p.val_per_class
+        spare = len(idx) - held_out
         if n_train > spare or n_train < 1:
             raise BBNError(f"params.yaml: data.n_max: class {c} has {spare} images left after test/val, "
                            f"the profile asks for {n_train}")

@@ -12,23 +12,10 @@ from bbn import plots
 from bbn.data import ImageList, eval_loader, eval_transform
 from bbn.errors import BBNError
 from bbn.io import atomic_path
-from bbn.metrics import (classification_metrics, expected_calibration_error, most_confused,
+from bbn.metrics import (classification_metrics, confused_pairs, expected_calibration_error, most_confused,
                          per_class_table, reliability_bins, softmax)
-from bbn.network import BilateralNet, ModelSpec, build_model
+from bbn.network import BilateralNet
 from bbn.training import predict
-
-
-def load_checkpoint(path: str | Path, device: torch.device) -> tuple[BilateralNet, dict]:
-    """The network of a ``models/model.pt`` (weights only: no pickled code runs) and its metadata."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_model(ModelSpec(**ckpt["spec"]))
-        model.load_state_dict(ckpt["state_dict"])
-    except FileNotFoundError:
-        raise BBNError(f"{path}: checkpoint not found") from None
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise BBNError(f"{path}: not a checkpoint of this project ({type(exc).__name__}: {exc})") from None
-    return model.to(device), ckpt
 
 
 def class_indices(frame: pd.DataFrame, category_ids, source: str) -> list[int]:
@@ -77,3 +64,5 @@ def write_report(logits: np.ndarray, targets: np.ndarray, classes: pd.DataFrame,
         pd.DataFrame(bins).to_csv(tmp, index=False)
     plots.reliability(bins, expected_calibration_error(probs, targets), folder / "reliability.png")
     plots.confused_pairs(most_confused(logits, targets, classes["name"]), folder / "confusion.png")
+    with atomic_path(folder / "confusion.csv", suffix=".csv") as tmp:
+        confused_pairs(logits, targets, classes["name"]).to_csv(tmp, index=False)

@@ -17,8 +17,10 @@ from bbn.errors import BBNError
 
 
 def find_json(root: str | Path, prefix: str) -> Path:
-    """The one ``<prefix>*.json`` below ``root`` (``train2019.json``, ``train.json`` ...)."""
-    found = sorted(p for p in Path(root).rglob(f"{prefix}*.json") if not p.name.startswith("."))
+    """The one ``<prefix>*.json`` in ``root`` or one folder below (``train2019.json``, ``digits/train.json``)."""
+    root = Path(root)
+    found = sorted(p for p in [*root.glob(f"{prefix}*.json"), *root.glob(f"*/{prefix}*.json")]
+                   if not p.name.startswith("."))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)}"
         raise BBNError(f"{root}: expected one {prefix}*.json, found {what}: {[str(p) for p in found]}")

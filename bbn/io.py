@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Iterator
 
 
+def project_root() -> Path:
+    """The real project root, also from inside ``dvc exp run --temp/--queue``'s throw-away copy."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it replaces ``target``."""

@@ -101,18 +101,35 @@ def per_class_table(logits: np.ndarray, labels: np.ndarray, names, category_ids,
     })
 
 
-def most_confused(logits: np.ndarray, labels: np.ndarray, names, k: int = 20) -> "pd.DataFrame":
-    """The confusion matrix among the classes of the k largest off-diagonal cells (readable at 1,010 classes)."""
-    import pandas as pd
-
+def confused_classes(logits: np.ndarray, labels: np.ndarray, k: int = 20) -> list[int]:
+    """The classes of the k largest off-diagonal confusion cells (a readable subset at 1,010 classes)."""
     num_classes = logits.shape[1]
-    full = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(full, (labels, logits.argmax(axis=1)), 1)
-    off = full.copy()
+    off = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(off, (labels, logits.argmax(axis=1)), 1)
     np.fill_diagonal(off, 0)
     cells = np.argsort(-off, axis=None, kind="stable")[:k]
     cells = cells[off.flat[cells] > 0]
     rows, cols = np.unravel_index(cells, off.shape)
-    keep = sorted(set(rows) | set(cols)) or list(range(min(k, num_classes)))
+    return sorted(set(rows.tolist()) | set(cols.tolist())) or list(range(min(k, num_classes)))
+
+
+def most_confused(logits: np.ndarray, labels: np.ndarray, names, k: int = 20) -> "pd.DataFrame":
+    """The confusion matrix (rows: true class, columns: predicted) among ``confused_classes``."""
+    import pandas as pd
+
+    keep = confused_classes(logits, labels, k)
+    full = np.zeros((logits.shape[1],) * 2, dtype=np.int64)
+    np.add.at(full, (labels, logits.argmax(axis=1)), 1)
     names = np.asarray(list(names))
     return pd.DataFrame(full[np.ix_(keep, keep)], index=names[keep], columns=names[keep])
+
+
+def confused_pairs(logits: np.ndarray, labels: np.ndarray, names, k: int = 20) -> "pd.DataFrame":
+    """(actual, predicted) names of the samples inside ``confused_classes``: DVC's confusion template."""
+    import pandas as pd
+
+    keep = confused_classes(logits, labels, k)
+    pred = logits.argmax(axis=1)
+    inside = np.isin(labels, keep) & np.isin(pred, keep)
+    names = np.asarray(list(names))
+    return pd.DataFrame({"actual": names[labels[inside]], "predicted": names[pred[inside]]})

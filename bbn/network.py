@@ -31,6 +31,7 @@ class ModelSpec:
     num_classes: int
     antialias: str = "full"  # off | stem | full
     blur_filter: int = 3
+    head: str = "linear"  # linear | cosine (LDAM's normalised classifier)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,8 +101,9 @@ class BilateralNet(nn.Module):
         self.cb_block = block  # conventional learning branch (uniform sampler)
         self.rb_block = copy.deepcopy(block)  # re-balancing branch (reversed sampler)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.cb_fc = nn.Linear(width, spec.num_classes)
-        self.rb_fc = nn.Linear(width, spec.num_classes)
+        head = CosineLinear if spec.head == "cosine" else nn.Linear
+        self.cb_fc = head(width, spec.num_classes)
+        self.rb_fc = head(width, spec.num_classes)
         _init_weights(self)
 
     def branch_logits(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None):
@@ -116,10 +118,30 @@ class BilateralNet(nn.Module):
         f_r = self.pool(self.rb_block(h_r))
         return self.cb_fc(f_c), self.rb_fc(f_r)
 
+    def conventional(self, x: torch.Tensor) -> torch.Tensor:
+        """The conventional branch alone: a plain ResNet, what the single-branch baselines train."""
+        return self.cb_fc(self.pool(self.cb_block(self.trunk(x))))
+
     def forward(self, x: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
         """Inference: both branches see the same image; ``alpha`` 0.5 weighs them equally."""
+        if alpha == 1.0:  # nothing of the re-balancing branch is used: skip its compute
+            return self.conventional(x)
         logits_c, logits_r = self.branch_logits(x)
         return mix_logits(logits_c, logits_r, alpha)
+
+
+class CosineLinear(nn.Module):
+    """Cosine classifier (LDAM's ``NormedLinear``): logits = normalised features . normalised weights.
+
+    The weight has ``nn.Linear``'s shape (out, in) so the parameter names match the linear head.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(f, dim=1) @ nn.functional.normalize(self.weight, dim=1).t()
 
 
 def mix_logits(logits_c: torch.Tensor, logits_r: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""BBN's two samplers.
+"""BBN's two samplers, and the class-balanced sampler of the re-sampling baselines.
 
 * Uniform: every training image exactly once per epoch, in a seeded random order.
 * Reversed: class i is drawn with probability proportional to 1/N_i, then an image uniformly within
@@ -41,21 +41,41 @@ class UniformSampler(_EpochSampler):
         return iter(torch.randperm(self.num_samples, generator=self._generator()).tolist())
 
 
-def reversed_weights(labels: Sequence[int]) -> torch.Tensor:
-    """Per-image probabilities of the reversed sampler: (1/N_y)^2, normalised."""
+def class_power_weights(labels: Sequence[int], power: float) -> torch.Tensor:
+    """Per-image probabilities when class i is drawn with probability ~ N_i^-power and then an image
+    uniformly within it: (N_y^-power) * (1/N_y), normalised."""
     labels = np.asarray(labels)
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    w = 1.0 / counts[inverse].astype(np.float64) ** 2
+    w = counts[inverse].astype(np.float64) ** -(power + 1.0)
     return torch.as_tensor(w / w.sum())
 
 
-class ReversedSampler(_EpochSampler):
-    """Class ~ 1/N_i, then an image uniformly within the class; ``num_samples`` draws per epoch."""
+def reversed_weights(labels: Sequence[int]) -> torch.Tensor:
+    """Per-image probabilities of the reversed sampler: (1/N_y)^2, normalised."""
+    return class_power_weights(labels, 1.0)
+
+
+class _ClassSampler(_EpochSampler):
+    """Class ~ N_i^-power, then an image uniformly within it; ``num_samples`` draws per epoch."""
+
+    power = 1.0
 
     def __init__(self, labels: Sequence[int], num_samples: int | None = None, seed: int = 0):
         super().__init__(len(labels) if num_samples is None else num_samples, seed + 1)
-        self.weights = reversed_weights(labels)
+        self.weights = class_power_weights(labels, self.power)
 
     def __iter__(self) -> Iterator[int]:
         draws = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=self._generator())
         return iter(draws.tolist())
+
+
+class ReversedSampler(_ClassSampler):
+    """BBN's reversed sampler: class ~ 1/N_i, then an image uniformly within the class."""
+
+    power = 1.0
+
+
+class ClassBalancedSampler(_ClassSampler):
+    """Class-balanced re-sampling (the CE-RS / DRS baselines): every class equally likely."""
+
+    power = 0.0

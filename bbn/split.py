@@ -21,15 +21,22 @@ def stratified_split(pool: pd.DataFrame, val_fraction: float, seed: int) -> tupl
     n_val = round(len(rest) * val_fraction)
     if n_val < 1:
         return pool.reset_index(drop=True), pool.iloc[:0].copy()
-    if n_val < rest["category_id"].nunique() and n_val < len(rest):
-        # too small a val set to hold every class: still stratified as far as it goes
-        train, val = train_test_split(rest, test_size=n_val, random_state=seed)
+    if n_val < rest["category_id"].nunique():
+        train, val = small_val_split(rest, n_val, seed)
     else:
         train, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=rest["category_id"])
     train = pd.concat([train, single]).sort_values("image_id").reset_index(drop=True)
     val = val.sort_values("image_id").reset_index(drop=True)
     check_every_class_trains(pool, train)
     return train, val
+
+
+def small_val_split(rest: pd.DataFrame, n_val: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fewer val images than classes, so stratification is impossible: draw the val images from all
+    but one (seeded) image of every class, so that no class loses its last training image."""
+    keep = rest.groupby("category_id").sample(n=1, random_state=seed)
+    val = rest.drop(keep.index).sample(n=n_val, random_state=seed)
+    return rest.drop(val.index), val
 
 
 def check_every_class_trains(pool: pd.DataFrame, train: pd.DataFrame) -> None:

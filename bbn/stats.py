@@ -44,3 +44,20 @@ def summary(table: pd.DataFrame) -> dict:
     for g in GROUPS:
         out[f"{g}_classes"] = int((table["group"] == g).sum())
     return out
+
+
+TAXONOMY = ("supercategory", "kingdom", "phylum", "class", "order", "family", "genus")
+
+
+def super_counts(table: pd.DataFrame, categories: pd.DataFrame) -> pd.DataFrame:
+    """Classes and training images per value of each taxonomy level the categories carry
+    (iNat2017: supercategory; iNat2019: kingdom ... genus)."""
+    merged = table[["category_id", "count"]].merge(categories.rename(columns={"id": "category_id"}), on="category_id")
+    parts = []
+    for level in (c for c in TAXONOMY if c in merged.columns):
+        g = merged.groupby(level, dropna=False).agg(classes=("category_id", "size"), images=("count", "sum"))
+        parts.append(g.reset_index().rename(columns={level: "value"}).assign(level=level))
+    if not parts:
+        return pd.DataFrame(columns=["level", "value", "classes", "images"])
+    out = pd.concat(parts, ignore_index=True)[["level", "value", "classes", "images"]]
+    return out.sort_values(["level", "images"], ascending=[True, False], kind="stable").reset_index(drop=True)

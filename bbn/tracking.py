@@ -17,10 +17,7 @@ import warnings
 from pathlib import Path
 
 from bbn.config import TrackingParams
-
-
-def project_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+from bbn.io import project_root
 
 
 def store_uri(p: TrackingParams) -> str:

@@ -5,15 +5,16 @@ import json
 import pandas as pd
 
 from bbn import plots
+from bbn.checkpoint import load_checkpoint
 from bbn.cli import run
 from bbn.config import load_params
-from bbn.evaluation import (labelled, load_checkpoint, metrics_for, predict_frame, save_predictions,
-                            write_report)
+from bbn.evaluation import labelled, metrics_for, predict_frame, save_predictions, write_report
+from bbn.imagecheck import drop_unreadable
 from bbn.inat import find_json, load_images
 from bbn.io import write_json
 from bbn.tracking import Tracker
 from bbn.training import resolve_device
-from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, RUN, SPLIT
+from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, RUN, SPLIT, STATS
 
 REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
 
@@ -26,7 +27,8 @@ def main() -> None:
     classes = pd.read_csv(SPLIT / "classes.csv")
     test_json = find_json(RAW, "test")
     sets = {"val": (pd.read_csv(SPLIT / "val.csv"), f"{SPLIT}/val.csv"),
-            "test": (load_images(test_json, labelled=False), str(test_json))}
+            "test": (drop_unreadable(load_images(test_json, labelled=False), pd.read_csv(STATS / "unreadable.csv")),
+                     str(test_json))}
     numbers = {"tta_flip": int(e.tta_flip)}
     reported = None
     for name, (frame, source) in sets.items():

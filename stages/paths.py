@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+from bbn.io import project_root
+
 RAW = Path("data/raw")
+DOWNLOADS = project_root() / "data/downloads"  # kept across experiments, outside DVC
 STATS = Path("data/stats")
 SPLIT = Path("data/split")
 MODEL = Path("models/model.pt")

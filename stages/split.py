@@ -1,19 +1,23 @@
 """Stage split: seeded stratified train/val split of the training pool (params: split)."""
 
+import pandas as pd
+
 from bbn.cli import run
 from bbn.config import load_params
+from bbn.imagecheck import drop_unreadable
 from bbn.inat import find_json, load_categories, load_images
 from bbn.io import atomic_path
 from bbn.split import check_every_class_trains, stratified_split
-from stages.paths import RAW, SPLIT
+from stages.paths import RAW, SPLIT, STATS
 
 
 def main() -> None:
     p = load_params().split
     train_json = find_json(RAW, "train")
-    pool, categories = load_images(train_json), load_categories(train_json)
+    unreadable = pd.read_csv(STATS / "unreadable.csv")  # listed by the stats stage, never trained on
+    pool, categories = drop_unreadable(load_images(train_json), unreadable), load_categories(train_json)
     if p.use_official_val:
-        train, val = pool, load_images(find_json(RAW, "val"))
+        train, val = pool, drop_unreadable(load_images(find_json(RAW, "val")), unreadable)
     else:
         train, val = stratified_split(pool, p.val_fraction, p.seed)
     check_every_class_trains(categories.rename(columns={"id": "category_id"}), train)
@@ -22,7 +26,8 @@ def main() -> None:
     for name, frame in [("train", train), ("val", val), ("classes", classes)]:
         with atomic_path(SPLIT / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=name == "classes", index_label="index")
-    print(f"split: {len(train)} train, {len(val)} val images, {len(classes)} classes")
+    print(f"split: {len(train)} train, {len(val)} val images, {len(classes)} classes "
+          f"({len(unreadable)} unreadable images left out)")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 import time
 
 import pandas as pd
-import torch
 
+from bbn.checkpoint import save_checkpoint
 from bbn.cli import run
 from bbn.config import flatten, load_params
 from bbn.data import ImageList, bilateral_loaders, eval_loader, eval_transform, train_transform
@@ -53,10 +53,7 @@ def main() -> None:
         tracker.finish("FAILED")
         raise
     curve = pd.DataFrame(history)
-    with atomic_path(MODEL) as tmp:
-        torch.save({"spec": spec.to_dict(), "state_dict": model.state_dict(), "image_size": t.image_size,
-                    "category_ids": classes["category_id"].tolist(), "names": classes["name"].tolist(),
-                    "epochs": t.epochs}, tmp)
+    save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs)
     with atomic_path(PLOTS / "learning_curve.csv") as tmp:
         curve.to_csv(tmp, index=False)
     last = history[-1]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,49 @@ def make_repo(dest: Path, overrides: dict | None = None) -> Path:
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> Path:
     return make_repo(tmp_path_factory.mktemp("repo") / "bbn")
+
+
+class FileServer:
+    """Serve ``files`` ({url path: bytes}) on 127.0.0.1 with HTTP Range support.
+
+    ``cut`` ({url path: bytes}): the first request for that path sends only that many bytes and
+    drops the connection, as a flaky network would. ``requests`` records (path, Range header).
+    """
+
+    def __init__(self, files: dict[str, bytes], cut: dict[str, int] | None = None):
+        self.files, self.cut, self.requests = files, dict(cut or {}), []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                path, rng = self.path.lstrip("/"), self.headers.get("Range")
+                server.requests.append((path, rng))
+                if path not in server.files:
+                    self.send_error(404)
+                    return
+                data = server.files[path]
+                start = int(rng.removeprefix("bytes=").removesuffix("-")) if rng else 0
+                body = data[start:]
+                self.send_response(206 if rng else 200)
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if path in server.cut:
+                    body = body[: server.cut.pop(path)]
+                    self.close_connection = True
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    def __enter__(self) -> "FileServer":
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

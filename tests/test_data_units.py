@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import tarfile
-import threading
 import uuid
 from pathlib import Path
 
@@ -18,14 +16,16 @@ import yaml
 
 from bbn.config import DataParams, flatten, load_params, validate
 from bbn.download import fetch, safe_extract
-from bbn.embedded import build_archive, longtail_counts
+from bbn.embedded import build_archive
 from bbn.errors import BBNError
 from bbn.inat import load_categories, load_images
 from bbn.io import atomic_path
+from bbn.longtail import longtail_counts
 from bbn.metrics import classification_metrics, per_class_accuracy, topk_error
 from bbn.split import stratified_split
 from bbn.stats import class_counts, shot_group, summary
 from bbn.submission import validate_submission, write_submission
+from conftest import FileServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,8 +73,6 @@ def test_config_one_line_per_problem():
     assert len(lines) == 2 and "train.tmax" in lines[0] + lines[1] and "model.antialias" in lines[0] + lines[1]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bbn/config.py: the lr_steps model_validator names 'train', not 'train.lr_steps'")
 def test_config_lr_steps_dotted_key():
     raw = _raw()
     raw["train"]["lr_steps"] = [36, 30]
@@ -174,9 +172,6 @@ def test_stratified_split():
     assert set(other["image_id"]) != set(train["image_id"])
 
 
-@pytest.mark.xfail(strict=True, raises=BBNError,
-                   reason="bbn/split.py: with fewer val images than classes the split falls back to an "
-                   "unstratified train_test_split that can put both images of a 2-image class in val")
 def test_split_small_val_keeps_every_class():
     pool = _pool([2] * 30)  # n_val = 6 < 30 classes: the unstratified branch
     for seed in range(20):
@@ -224,42 +219,13 @@ def test_fetch_file_url_and_md5(tmp_path):
     assert dest.read_bytes() == src.read_bytes() and not part.exists()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    data, cut_after, ranges = b"", 0, []
-
-    def do_GET(self):
-        rng = self.headers.get("Range")
-        type(self).ranges.append(rng)
-        start = int(rng.removeprefix("bytes=").removesuffix("-")) if rng else 0
-        body = self.data[start:]
-        self.send_response(206 if rng else 200)
-        if rng:
-            self.send_header("Content-Range", f"bytes {start}-{len(self.data) - 1}/{len(self.data)}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if len(type(self).ranges) == 1:  # the first request: cut the connection part-way
-            body = body[: self.cut_after]
-            self.close_connection = True
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_fetch_http_resumes(tmp_path):
     data = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
-    handler = type("H", (_Handler,), {"data": data, "cut_after": 100_000, "ranges": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/a.tar.gz"
-        dest = fetch(url, tmp_path / "a.tar.gz", hashlib.md5(data).hexdigest(), retries=2, timeout=10)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with FileServer({"a.tar.gz": data}, cut={"a.tar.gz": 100_000}) as server:
+        dest = fetch(server.url + "a.tar.gz", tmp_path / "a.tar.gz", hashlib.md5(data).hexdigest(),
+                     retries=2, timeout=10)
     assert dest.read_bytes() == data
-    assert handler.ranges == [None, "bytes=100000-"]  # resumed, not restarted
+    assert server.requests == [("a.tar.gz", None), ("a.tar.gz", "bytes=100000-")]  # resumed, not restarted
     assert not (tmp_path / "a.tar.gz.part").exists()
 
 

@@ -286,10 +286,6 @@ def test_blurpool_tiny_maps(filt, side, channels):
         assert torch.allclose(y.flatten(), x.flatten(), atol=1e-6)
 
 
-EVEN = pytest.mark.xfail(strict=True, raises=AssertionError, reason="bbn/blurpool.py: timm's symmetric padding "
-                         "for an even filter gives ceil(n/2)+1 outputs (32 -> 17), not Zhang's asymmetric n/2")
-
-
-@pytest.mark.parametrize("filt", [3, 5, 7] + [pytest.param(f, marks=EVEN) for f in (2, 4, 6)])
+@pytest.mark.parametrize("filt", [2, 3, 4, 5, 6, 7])
 def test_blurpool_halves_the_map_for_every_allowed_filter(filt):
     assert BlurPool(4, filt_size=filt, stride=2)(torch.rand(1, 4, 32, 32)).shape[-1] == 16

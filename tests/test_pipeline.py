@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from bbn.inat import load_images
 from conftest import make_repo, sh, stage
 
 pytestmark = pytest.mark.pipeline
@@ -62,6 +65,36 @@ def test_submission_has_one_valid_row_per_test_image(tiny_repo, repro):
         assert 1 <= len(ids) <= 5 and len(set(ids)) == len(ids) and set(ids) <= known
 
 
+def test_evaluation_outputs(tiny_repo, repro):
+    numbers = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    for key in ("macro_acc", "worst_class_acc", "nll", "ece", "top1_acc"):
+        assert f"test_{key}" in numbers
+    assert numbers["tta_flip"] == 0
+    classes = pd.read_csv(tiny_repo / "data/split/classes.csv")
+    table = pd.read_csv(tiny_repo / "plots/per_class.csv")
+    assert list(table["category_id"]) == list(classes["category_id"])
+    assert list(table["train_count"]) == list(classes["train_count"])
+    assert table["accuracy"].mean() == pytest.approx(numbers["test_macro_acc"], abs=1e-5)
+    for name in ("val", "test"):
+        saved = np.load(tiny_repo / f"predictions/{name}.npz")
+        assert saved["logits"].shape == (len(saved["image_id"]), len(classes))
+    test = np.load(tiny_repo / "predictions/test.npz")
+    assert (test["logits"].argmax(1) != test["target"]).mean() == pytest.approx(numbers["test_top1_error"], abs=1e-5)
+
+
+def test_predict_prints_the_evaluation_top1(tiny_repo, repro):
+    """bbn-predict on 3 embedded test images agrees with the evaluate stage's saved predictions."""
+    test = np.load(tiny_repo / "predictions/test.npz")
+    expected = dict(zip(test["image_id"].tolist(), test["category_ids"][test["logits"].argmax(1)].tolist()))
+    images = load_images(next((tiny_repo / "data/raw").rglob("test.json")), labelled=False)
+    picked = images.iloc[[0, len(images) // 2, len(images) - 1]]
+    out = sh(tiny_repo, sys.executable, "-m", "bbn.predict", *picked["path"], "--out", "three.csv").stdout
+    rows = [line.split() for line in out.splitlines()[1:4]]
+    assert [r[0] for r in rows] == list(picked["path"])
+    assert [int(r[1]) for r in rows] == [expected[i] for i in picked["image_id"]]
+    assert pd.read_csv(tiny_repo / "three.csv")["category_id"].tolist() == [int(r[1]) for r in rows]
+
+
 def test_second_repro_runs_nothing(tiny_repo, repro):
     again = sh(tiny_repo, "dvc", "repro")
     assert ran(again.stdout) == []
@@ -92,6 +125,16 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     new = next(r for r in runs(tiny_repo) if r.data.params["train.tmax"] == "5")
     assert new.data.tags["dvc_exp_name"]  # DVC names the experiment; the run carries it
     assert yaml.safe_load((tiny_repo / "params.yaml").read_text())["train"]["tmax"] == 5
+    # the DVC view of the two experiments: metrics diff and the declared plots
+    diff = sh(tiny_repo, "dvc", "metrics", "diff", "HEAD", "--json").stdout
+    changed = json.loads(diff)["metrics/eval.json"]
+    assert "test_nll" in changed and changed["test_nll"]["diff"] != 0
+    shown = sh(tiny_repo, "dvc", "plots", "show", "-o", "plots_html")
+    assert shown.returncode == 0
+    page = (tiny_repo / "plots_html/index.html").read_text()
+    for title in ("Per-class accuracy vs training images", "Reliability", "long_tail", "confusion.png",
+                  "Confusion among the most confused classes"):
+        assert title in page, title
 
 
 @pytest.mark.parametrize("section, key, value, words", [

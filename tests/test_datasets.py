@@ -1,0 +1,319 @@
+"""Real datasets: iNaturalist archives over HTTP, CIFAR-LT, ImageFolder, corrupt and malformed data."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bbn.config import DataParams
+from bbn.datasets import prepare
+from bbn.errors import BBNError
+from bbn.longtail import longtail_counts
+from conftest import ROOT, FileServer, make_repo, sh, stage
+
+SHARED_CIFAR = ROOT.parent / "shared/data/cifar10-jpg.tar.gz"
+KINGDOMS = ["Animalia", "Animalia", "Plantae"]
+
+
+def _jpeg(seed: int, size: int = 20) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _targz(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def inat2019(per_class=(9, 5, 3), evil: bool = False) -> dict[str, bytes]:
+    """The five official iNat2019 archives in miniature: same names, layout and JSON schema."""
+    cats = [{"id": c, "name": f"Species {c}", "kingdom": KINGDOMS[c], "phylum": "P", "class": f"C{c % 2}",
+             "order": "O", "family": "F", "genus": f"G{c}"} for c in range(len(per_class))]
+    images, files, split_of = [], {}, {}
+    for c, n in enumerate(per_class):
+        for k in range(n):
+            i = len(images)
+            name = f"train_val2019/{KINGDOMS[c]}/{c}/{i:04d}.jpg"
+            images.append({"id": i, "file_name": name, "width": 20, "height": 20})
+            files[name], split_of[i] = _jpeg(i), "val" if k == 0 else "train"
+
+    def doc(split):
+        imgs = [im for im in images if split_of[im["id"]] == split]
+        ann = [{"id": im["id"], "image_id": im["id"], "category_id": int(im["file_name"].split("/")[2])} for im in imgs]
+        return json.dumps({"info": {}, "images": imgs, "annotations": ann, "categories": cats}).encode()
+
+    test_imgs = [{"id": 1000 + k, "file_name": f"test2019/{k:04d}.jpg"} for k in range(4)]
+    if evil:
+        files["../evil"] = b"evil"
+    return {
+        "train_val2019.tar.gz": _targz(files),
+        "train2019.json.tar.gz": _targz({"train2019.json": doc("train")}),
+        "val2019.json.tar.gz": _targz({"val2019.json": doc("val")}),
+        "test2019.tar.gz": _targz({im["file_name"]: _jpeg(im["id"]) for im in test_imgs}),
+        "test2019.json.tar.gz": _targz({"test2019.json": json.dumps({"images": test_imgs, "categories": cats}).encode()}),
+    }
+
+
+def md5s(files: dict[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.md5(data).hexdigest() for name, data in files.items()}
+
+
+def one_error_line(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------- iNaturalist
+def test_inat2019_over_http_through_dvc_with_an_interrupted_download(tmp_path):
+    files = inat2019()
+    half = len(files["train_val2019.tar.gz"]) // 2
+    with FileServer(files, cut={"train_val2019.tar.gz": half}) as server:
+        repo = make_repo(tmp_path / "inat", {"data": {"name": "inat2019", "mirror": server.url, "md5": md5s(files)}})
+        out = sh(repo, "dvc", "repro", "split")
+    assert [n for n in ("download", "stats", "split") if f"Running stage '{n}'" in out.stdout] == ["download", "stats", "split"]
+    assert ("train_val2019.tar.gz", f"bytes={half}-") in server.requests  # resumed where it broke
+    assert sum(1 for path, _ in server.requests if path == "train_val2019.tar.gz") == 2
+    stats = json.loads((repo / "metrics/stats.json").read_text())
+    assert (stats["num_classes"], stats["num_train_images"], stats["num_val_images"], stats["num_test_images"]) == (3, 14, 3, 4)
+    assert stats["imbalance_ratio"] == pytest.approx(8 / 2) and stats["unreadable_images"] == 0
+    supers = pd.read_csv(repo / "data/stats/super_counts.csv")
+    kingdom = supers[supers["level"] == "kingdom"].set_index("value")
+    assert kingdom.loc["Animalia", "classes"] == 2 and kingdom.loc["Animalia", "images"] == 8 + 4
+    assert kingdom.loc["Plantae", "images"] == 2 and set(supers["level"]) >= {"kingdom", "genus", "class"}
+    train, val = pd.read_csv(repo / "data/split/train.csv"), pd.read_csv(repo / "data/split/val.csv")
+    assert len(train) + len(val) == 14 and train["category_id"].nunique() == 3
+    assert "up to date" in sh(repo, "dvc", "status", "split").stdout
+
+
+def test_inat_md5_mismatch_leaves_nothing_that_looks_valid(tmp_path):
+    files = inat2019()
+    sums = md5s(files) | {"test2019.tar.gz": "0" * 32}
+    with FileServer(files) as server:
+        repo = make_repo(tmp_path / "md5", {"data": {"name": "inat2019", "mirror": server.url, "md5": sums}})
+        line = one_error_line(stage(repo, "download"))
+    assert "test2019.tar.gz: md5 mismatch" in line and "0" * 32 in line
+    downloads = repo / "data/downloads"
+    assert not (downloads / "test2019.tar.gz").exists() and not list(downloads.glob("*.part"))
+    assert not (repo / "data/raw").exists() and not list((repo / "data").glob(".raw.*"))
+
+
+def test_inat_archive_with_a_parent_path_member_is_rejected(tmp_path):
+    files = inat2019(evil=True)
+    with FileServer(files) as server:
+        repo = make_repo(tmp_path / "evil", {"data": {"name": "inat2019", "mirror": server.url, "md5": md5s(files)}})
+        line = one_error_line(stage(repo, "download"))
+    assert "unsafe member '../evil'" in line and "nothing extracted" in line
+    assert not (repo / "data/raw").exists() and not (repo / "data/evil").exists() and not (repo / "evil").exists()
+
+
+def test_inat_missing_checksum_is_asked_for(tmp_path):
+    with pytest.raises(BBNError, match=r"data.md5: no checksum known for .*train_val2017"):
+        prepare(DataParams(name="inat2017", md5={"x.tar.gz": "0" * 32}), tmp_path / "out", tmp_path / "dl")
+
+
+def test_inat_source_archives_used_in_place_and_extracted_tree_hard_linked(tmp_path):
+    files = inat2019()
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for name, data in files.items():
+        (archives / name).write_bytes(data)
+    p = DataParams(name="inat2019", source=str(archives), md5=md5s(files))
+    prepare(p, tmp_path / "a", tmp_path / "dl")
+    assert not list((tmp_path / "dl").rglob("*.tar.gz"))  # verified where they lie: not copied
+    first = tmp_path / "a/train_val2019/Animalia/0/0000.jpg"
+    assert first.read_bytes() == _jpeg(0) and (tmp_path / "a/test2019.json").exists()
+    assert first.stat().st_nlink == 2  # a link into the one extracted copy under dl/extracted
+    # an extracted tree as source: every file hard-linked, not copied
+    prepare(DataParams(name="inat2019", source=str(tmp_path / "a")), tmp_path / "b", tmp_path / "dl")
+    linked = tmp_path / "b/train_val2019/Animalia/0/0000.jpg"
+    assert linked.stat().st_ino == first.stat().st_ino
+    assert json.loads((tmp_path / "b/train2019.json").read_text()) == json.loads((tmp_path / "a/train2019.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------ CIFAR
+def cifar10_python(per_class: int = 20, test_per_class: int = 4, meta: bytes | None = None) -> bytes:
+    """A cifar-10-python.tar.gz in the official format (pickled dicts with bytes keys)."""
+    rng = np.random.default_rng(1)
+
+    def batch(n):
+        labels = [c for c in range(10) for _ in range(n)]
+        rng.shuffle(labels)
+        data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
+        return {b"batch_label": b"x", b"labels": labels, b"data": data}
+
+    batches = {f"data_batch_{i}": batch(per_class // 5) for i in range(1, 6)} | {"test_batch": batch(test_per_class)}
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    members = {f"cifar-10-batches-py/{k}": pickle.dumps(v, protocol=2) for k, v in batches.items()}
+    members["cifar-10-batches-py/batches.meta"] = meta or pickle.dumps({b"label_names": names}, protocol=2)
+    return _targz(members), batches
+
+
+def test_cifar10_lt_from_the_python_tarball_over_http(tmp_path):
+    archive, batches = cifar10_python()
+    name = "cifar-10-python.tar.gz"
+    with FileServer({name: archive}) as server:
+        p = DataParams(name="cifar10_lt", mirror=server.url, md5={name: hashlib.md5(archive).hexdigest()},
+                       imbalance_ratio=10, seed=3)
+        info = prepare(p, tmp_path / "raw", tmp_path / "dl")
+    train = json.loads((tmp_path / "raw/train.json").read_text())
+    counts = pd.Series([a["category_id"] for a in train["annotations"]]).value_counts().sort_index()
+    assert counts.tolist() == longtail_counts(20, 10, 10) and info["longtail_images"] == sum(counts)
+    test = json.loads((tmp_path / "raw/test.json").read_text())
+    assert len(test["images"]) == 40 and {c["name"] for c in test["categories"]} >= {"airplane", "truck"}
+    # pixels survive exactly (PNG): image 7 of the concatenated training batches
+    x = np.concatenate([b[b"data"] for k, b in batches.items() if k != "test_batch"]).reshape(-1, 3, 32, 32)
+    kept = [im["file_name"] for im in train["images"]]
+    some = next(f for f in kept if f.endswith(".png"))
+    index = int(Path(some).stem)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "raw" / some)), x[index].transpose(1, 2, 0))
+    assert (tmp_path / "raw/longtail_index.txt").read_text().split() == kept
+
+
+def test_cifar_reader_refuses_code_in_a_pickle(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    archive, _ = cifar10_python(meta=pickle.dumps(Evil(), protocol=2))
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_bytes(archive)
+    with pytest.raises(BBNError, match=r"batches.meta: cannot read \(refused to load (posix|os)\.system\)"):
+        prepare(DataParams(name="cifar10_lt", source=str(path)), tmp_path / "raw", tmp_path / "dl")
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.exists(), reason=f"{SHARED_CIFAR} not on this machine")
+def test_cifar10_lt_ir100_from_the_jpeg_tree_is_exact_and_reproducible(tmp_path):
+    p = DataParams(name="cifar10_lt", source=str(SHARED_CIFAR), imbalance_ratio=100, seed=0)
+    first = prepare(p, tmp_path / "a", tmp_path / "dl")
+    train = json.loads((tmp_path / "a/train.json").read_text())
+    counts = pd.Series([a["category_id"] for a in train["annotations"]]).value_counts().sort_index()
+    assert counts.tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50] and counts.sum() == 12406
+    names = [c["name"] for c in train["categories"]]
+    assert names[0] == "airplane" and names[-1] == "truck"
+    test = json.loads((tmp_path / "a/test.json").read_text())
+    assert pd.Series([a["category_id"] for a in test["annotations"]]).value_counts().tolist() == [1000] * 10
+    again = prepare(p, tmp_path / "b", tmp_path / "dl")
+    assert again["longtail_index_sha256"] == first["longtail_index_sha256"]
+    other = prepare(DataParams(name="cifar10_lt", source=str(SHARED_CIFAR), imbalance_ratio=100, seed=1),
+                    tmp_path / "c", tmp_path / "dl")
+    assert other["longtail_index_sha256"] != first["longtail_index_sha256"]
+
+
+# ------------------------------------------------------------------------------------ ImageFolder
+def imagefolder_tree(root: Path) -> Path:
+    """Two classes, a labelled test/ folder, and three unusable files among the training images."""
+    for c, n in (("cat", 14), ("dog", 6)):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            (root / c / f"{c}{i}.jpg").write_bytes(_jpeg(i + 100 * len(c), 16))
+    for c in ("cat", "dog"):
+        (root / "test" / c).mkdir(parents=True)
+        for i in range(3):
+            (root / "test" / c / f"t{i}.jpg").write_bytes(_jpeg(1000 + i, 16))
+    good = (root / "cat/cat0.jpg").read_bytes()
+    (root / "cat/truncated.jpg").write_bytes(good[: len(good) // 2])
+    (root / "dog/empty.jpg").write_bytes(b"")
+    (root / "dog/notes.jpg").write_text("not a picture")
+    return root
+
+
+def test_imagefolder_corrupt_images_are_listed_and_never_trained_on(tmp_path):
+    src = imagefolder_tree(tmp_path / "src")
+    repo = make_repo(tmp_path / "repo", {"data": {"name": "imagefolder", "source": str(src)}})
+    sh(repo, "dvc", "repro", "train")
+    bad = pd.read_csv(repo / "data/stats/unreadable.csv")
+    assert sorted(Path(p).name for p in bad["path"]) == ["empty.jpg", "notes.jpg", "truncated.jpg"]
+    assert set(bad["reason"]) == {"empty file", "not an image"} | {r for r in bad["reason"] if r.startswith("cannot decode")}
+    assert json.loads((repo / "metrics/stats.json").read_text())["unreadable_images"] == 3
+    used = pd.concat([pd.read_csv(repo / f"data/split/{s}.csv") for s in ("train", "val")])
+    assert len(used) == 20 and not set(used["path"]) & set(bad["path"])
+    assert (repo / "models/model.pt").exists()
+    raw = repo / "data/raw/imagefolder/train/cat/cat1.jpg"
+    assert raw.read_bytes() == (src / "cat/cat1.jpg").read_bytes()
+
+
+def test_imagefolder_without_test_folder_holds_out_a_test_set(tmp_path):
+    src = imagefolder_tree(tmp_path / "src")
+    (src / "test/cat/t0.jpg").unlink()
+    for f in (src / "test").rglob("*.jpg"):
+        f.unlink()
+    for d in sorted((src / "test").rglob("*"), reverse=True):
+        d.rmdir()
+    (src / "test").rmdir()
+    prepare(DataParams(name="imagefolder", source=str(src), test_per_class=2, longtail_subsample=True,
+                       imbalance_ratio=2), tmp_path / "raw", tmp_path / "dl")
+    train = json.loads((tmp_path / "raw/train.json").read_text())
+    test = json.loads((tmp_path / "raw/test.json").read_text())
+    assert len(test["images"]) == 4  # 2 per class
+    counts = pd.Series([a["category_id"] for a in train["annotations"]]).value_counts().sort_index().tolist()
+    assert counts == longtail_counts(15 - 2, 2, 2)  # cat: 15 files minus 2 held out = head class
+    assert not {im["file_name"] for im in train["images"]} & {im["file_name"] for im in test["images"]}
+
+
+def test_imagefolder_needs_a_source(tmp_path):
+    with pytest.raises(BBNError, match="data.source: required"):
+        prepare(DataParams(name="imagefolder"), tmp_path / "raw", tmp_path / "dl")
+    with pytest.raises(BBNError, match="data.source: .*nowhere not found"):
+        prepare(DataParams(name="imagefolder", source=str(tmp_path / "nowhere")), tmp_path / "raw", tmp_path / "dl")
+
+
+# -------------------------------------------------------------------------------- malformed JSON
+@pytest.fixture(scope="module")
+def downloaded(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("json") / "repo")
+    assert stage(repo, "download").returncode == 0
+    return repo
+
+
+def _drop_annotations(doc):
+    del doc["annotations"]
+
+
+def _unknown_category(doc):
+    doc["annotations"][3]["category_id"] = 99
+
+
+def _missing_file(doc):
+    doc["images"][2]["file_name"] = "train_val/0/gone.jpg"
+
+
+@pytest.mark.parametrize("damage, words", [
+    (_drop_annotations, "train.json: missing 'annotations' list"),
+    (_unknown_category, "train.json: annotations[3]: unknown category_id 99"),
+    (_missing_file, "train.json: images[2]"),
+])
+def test_malformed_json_fails_in_one_line_without_outputs(downloaded, damage, words):
+    path = downloaded / "data/raw/digits/train.json"
+    original = path.read_text()
+    metrics_before = (downloaded / "metrics/stats.json").read_text()
+    doc = json.loads(original)
+    damage(doc)
+    path.write_text(json.dumps(doc))
+    try:
+        line = one_error_line(stage(downloaded, "stats"))
+    finally:
+        path.write_text(original)
+    assert words in line and str(Path("data/raw/digits/train.json")) in line
+    assert not (downloaded / "data/stats").exists()
+    assert (downloaded / "metrics/stats.json").read_text() == metrics_before
