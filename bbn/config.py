@@ -79,7 +79,21 @@ class AlphaParams(_Section):
     value: float = Field(0.5, ge=0.0, le=1.0)
 
 
+METHODS = ("bbn", "ce", "ce_rs", "ce_drw", "ce_drs", "focal", "cb_focal", "ldam_drw", "logit_adjust",
+           "balanced_softmax")
+
+
+class BaselineParams(_Section):
+    defer_epoch: int = Field(30, ge=0)
+    focal_gamma: float = Field(1.0, ge=0.0)
+    cb_beta: float = Field(0.9999, ge=0.0, lt=1.0)
+    la_tau: float = Field(1.0, ge=0.0)
+    ldam_max_m: float = Field(0.5, gt=0.0)
+    ldam_s: float = Field(30.0, gt=0.0)
+
+
 class TrainParams(_Section):
+    method: Literal[METHODS] = "bbn"
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0.0)
@@ -94,6 +108,7 @@ class TrainParams(_Section):
     hflip: bool = False
     tmax: int = Field(40, gt=0)
     alpha: AlphaParams = AlphaParams()
+    baseline: BaselineParams = BaselineParams()
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     num_workers: int = Field(0, ge=0)

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from bbn.errors import BBNError
-from bbn.sampler import ReversedSampler, UniformSampler
+from bbn.sampler import ClassBalancedSampler, ReversedSampler, UniformSampler
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -57,13 +57,14 @@ def _loader(dataset: Dataset, batch_size: int, sampler, num_workers: int, drop_l
                       pin_memory=torch.cuda.is_available())
 
 
-def bilateral_loaders(dataset: ImageList, batch_size: int, num_workers: int, seed: int):
-    """The uniform and the reversed loader, of equal length, to be zipped batch by batch."""
-    uniform = UniformSampler(len(dataset), seed=seed)
-    reverse = ReversedSampler(dataset.targets, num_samples=len(dataset), seed=seed)
+def train_loaders(dataset: ImageList, batch_size: int, num_workers: int, seed: int) -> dict[str, DataLoader]:
+    """The 'uniform' and 'reversed' loaders of BBN (of equal length, zipped batch by batch) and the
+    'balanced' loader of the re-sampling baselines. Workers start only for the loaders iterated."""
+    samplers = {"uniform": UniformSampler(len(dataset), seed=seed),
+                "reversed": ReversedSampler(dataset.targets, num_samples=len(dataset), seed=seed),
+                "balanced": ClassBalancedSampler(dataset.targets, num_samples=len(dataset), seed=seed)}
     drop_last = len(dataset) % batch_size == 1  # a last batch of 1 would break BatchNorm
-    return (_loader(dataset, batch_size, uniform, num_workers, drop_last),
-            _loader(dataset, batch_size, reverse, num_workers, drop_last))
+    return {name: _loader(dataset, batch_size, s, num_workers, drop_last) for name, s in samplers.items()}
 
 
 def eval_loader(dataset: ImageList, batch_size: int, num_workers: int) -> DataLoader:

@@ -12,6 +12,7 @@ from bbn import plots
 from bbn.data import ImageList, eval_loader, eval_transform
 from bbn.errors import BBNError
 from bbn.io import atomic_path
+from bbn.losses import log_prior, posthoc_adjust, tune_tau
 from bbn.metrics import (classification_metrics, confused_pairs, expected_calibration_error, most_confused,
                          per_class_table, reliability_bins, softmax)
 from bbn.network import BilateralNet
@@ -50,6 +51,20 @@ def metrics_for(logits: np.ndarray, targets: np.ndarray, train_counts, many_abov
                 prefix: str) -> dict:
     found = classification_metrics(logits, targets, np.asarray(train_counts), many_above, few_below)
     return {f"{prefix}_{k}": None if v is None else round(v, 6) for k, v in found.items()}
+
+
+def posthoc_metrics(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], train_counts,
+                    many_above: int, few_below: int) -> dict:
+    """Post-hoc logit adjustment (Menon et al. 2021): test logits - tau * log prior, with tau chosen
+    on the val split alone (balanced accuracy); {} without labelled val and test sets."""
+    (val_logits, val_y), (test_logits, test_y) = val, test
+    if not (labelled(val_y) and labelled(test_y)):
+        return {}
+    prior = log_prior(np.asarray(train_counts, dtype=np.float64)).numpy().astype(np.float64)
+    tau, _ = tune_tau(val_logits, val_y, prior)
+    adjusted = posthoc_adjust(test_logits, prior, tau)
+    found = metrics_for(adjusted, test_y, train_counts, many_above, few_below, "test_posthoc")
+    return {"posthoc_tau": round(float(tau), 4)} | found
 
 
 def write_report(logits: np.ndarray, targets: np.ndarray, classes: pd.DataFrame, folder: Path) -> None:

@@ -22,7 +22,7 @@ from bbn.checkpoint import load_checkpoint
 from bbn.evaluation import predict_frame
 from bbn.io import atomic_path
 from bbn.metrics import softmax
-from bbn.training import resolve_device
+from bbn.training import inference_alpha, resolve_device
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -52,11 +52,13 @@ def collect_images(inputs: list[str]) -> list[str]:
 
 
 def classify(checkpoint: str | Path, paths: list[str], top_k: int = 5, batch_size: int = 64,
-             alpha: float = 0.5, tta_flip: bool = False, device: str = "auto") -> pd.DataFrame:
+             alpha: float | None = None, tta_flip: bool = False, device: str = "auto") -> pd.DataFrame:
     """One row per image: path, category_id, name, probability, top-k ids and probabilities."""
     dev = resolve_device(device)
     model, ckpt = load_checkpoint(checkpoint, dev)
     frame = pd.DataFrame({"path": paths, "category_id": -1})
+    if alpha is None:  # as the evaluation stage: BBN mixes both branches equally, baselines use one
+        alpha = inference_alpha(ckpt.get("method", "bbn"), 0.5)
     logits, _ = predict_frame(model, ckpt, frame, "predict", batch_size, 0, alpha, tta_flip, dev)
     probs = softmax(logits.astype(np.float64))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
@@ -79,7 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="predict.csv", help="CSV to write (default: predict.csv)")
     ap.add_argument("--top-k", type=int, default=5, help="categories per image in the CSV (default 5)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--alpha", type=float, default=0.5, help="branch weight at inference (default 0.5)")
+    ap.add_argument("--alpha", type=float, default=None,
+                    help="branch weight at inference (default: 0.5 for BBN, 1 for a baseline, as evaluate)")
     ap.add_argument("--tta-flip", action="store_true", help="average with the horizontal mirror")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--show", type=int, default=20, help="rows to print (default 20)")
@@ -87,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("top_k", "batch_size"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not 0.0 <= args.alpha <= 1.0:
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         ap.error("--alpha must be in [0, 1]")
     return args
 

@@ -10,6 +10,8 @@ and the run goes on; everything logged is also in ``metrics/`` and ``plots/``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import time
@@ -44,7 +46,10 @@ class Tracker:
     def _connect(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with store_lock():  # the first touch of a new sqlite store creates its schema: one at a time
+            client = MlflowClient(tracking_uri=self.uri)
+            client.search_experiments(max_results=1)
+        self.client = client
 
     def _call(self, fn, *args, connecting: bool = False, **kwargs):
         if self.client is None and not connecting:
@@ -72,7 +77,9 @@ class Tracker:
     def start(self, params: dict, tags: dict) -> str | None:
         """Create the run, log params (dotted names) and tags; return the run id."""
         def _start():
-            run = self.client.create_run(self.experiment_id(), tags=tags,
+            with store_lock():  # parallel queued runs must not both create the experiment
+                experiment = self.experiment_id()
+            run = self.client.create_run(experiment, tags=tags,
                                          run_name=os.environ.get("DVC_EXP_NAME") or None)
             self.run_id = run.info.run_id
             from mlflow.entities import Param
@@ -99,6 +106,10 @@ class Tracker:
         if self.run_id and Path(path).exists():
             self._call(self.client.log_artifact, self.run_id, str(path), folder)
 
+    def log_text(self, text: str, name: str) -> None:
+        if self.run_id:
+            self._call(self.client.log_text, self.run_id, text, name)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.run_id:
             for k, v in tags.items():
@@ -109,6 +120,36 @@ class Tracker:
             self._call(self.client.set_terminated, self.run_id, status)
 
 
+@contextlib.contextmanager
+def store_lock():
+    """An exclusive lock beside the store: sqlite schema creation is not safe under concurrency
+    (six processes starting on a fresh store crash), so the first touch is serialised."""
+    path = project_root() / ".mlflow.lock"
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "pillow", "dvc", "mlflow")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[f"version.{name}"] = version(name)
+        except PackageNotFoundError:
+            out[f"version.{name}"] = "absent"
+    return out
+
+
 def run_tags() -> dict[str, str]:
+    import platform
+
     return {"git_revision": git_revision(), "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
-            "dvc_root": str(project_root())}
+            "dvc_root": str(project_root()), "version.python": platform.python_version()} | package_versions()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from bbn import baselines
 from bbn.alpha import cumulative_alpha
 from bbn.config import TrainParams
 from bbn.errors import BBNError
@@ -85,9 +86,7 @@ def train_epoch(model: BilateralNet, uniform: DataLoader, reverse: DataLoader, o
         logits_c, logits_r = model.branch_logits(x_c, x_r)
         z = mix_logits(logits_c, logits_r, alpha)
         loss = bilateral_loss(z, y_c, y_r, alpha)
-        if not torch.isfinite(loss):
-            raise BBNError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                           "lower train.lr")
+        _check_finite(loss, epoch, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -99,6 +98,33 @@ def train_epoch(model: BilateralNet, uniform: DataLoader, reverse: DataLoader, o
         acc_r.add(_correct(logits_r, y_r), n)
     return {"train_loss": loss_m.mean, "train_acc": acc_m.mean,
             "train_acc_conventional": acc_c.mean, "train_acc_rebalancing": acc_r.mean}
+
+
+def train_epoch_single(model: BilateralNet, loader: DataLoader, optimizer, loss_fn, device: torch.device,
+                       epoch: int) -> dict[str, float]:
+    """One epoch of a single-branch baseline: the conventional branch, one sampler, one loss."""
+    model.train()
+    loader.sampler.set_epoch(epoch)
+    loss_m, acc_m = _Meter(), _Meter()
+    for step, (x, y) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}", disable=None, leave=False)):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model.conventional(x)
+        loss = loss_fn(logits, y)
+        _check_finite(loss, epoch, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_m.add(loss.item(), len(y))
+        acc_m.add(_correct(logits, y), len(y))
+    # the same columns as BBN's rows, so learning curves of both kinds compare in one table
+    return {"train_loss": loss_m.mean, "train_acc": acc_m.mean, "train_acc_conventional": acc_m.mean,
+            "train_acc_rebalancing": float("nan")}
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise BBNError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                       "lower train.lr")
 
 
 @torch.inference_mode()
@@ -130,21 +156,37 @@ def validate(model: BilateralNet, loader: DataLoader | None, device: torch.devic
     return {"val_loss": loss, "val_acc": float((logits.argmax(1) == y).mean())}
 
 
-def fit(model: BilateralNet, uniform: DataLoader, reverse: DataLoader, val: DataLoader | None,
-        p: TrainParams, eval_alpha: float, device: torch.device,
+def inference_alpha(method: str, eval_alpha: float) -> float:
+    """BBN mixes both branches at test time (``eval.alpha``); a baseline has only the conventional one."""
+    return eval_alpha if method == "bbn" else 1.0
+
+
+def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | None, p: TrainParams,
+        eval_alpha: float, device: torch.device, counts: torch.Tensor,
         on_epoch: Callable[[int, dict], None] = lambda epoch, row: None) -> list[dict]:
-    """Train for ``p.epochs`` epochs; ``on_epoch(epoch, row)`` sees every epoch's numbers."""
+    """Train for ``p.epochs`` epochs; ``on_epoch(epoch, row)`` sees every epoch's numbers.
+
+    ``loaders``: the 'uniform', 'reversed' and 'balanced' training loaders; ``counts``: training
+    images per class (for the baselines' losses).
+    """
     model.to(device)
     optimizer = make_optimizer(model, p)
+    eval_alpha = inference_alpha(p.method, eval_alpha)
     history = []
     for epoch in range(p.epochs):
         start = time.perf_counter()
-        alpha = cumulative_alpha(epoch, p.tmax, p.alpha.schedule, p.alpha.value)
         lr = lr_at(epoch, p)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        row = {"epoch": epoch + 1, "alpha": alpha, "lr": lr}
-        row |= train_epoch(model, uniform, reverse, optimizer, alpha, device, epoch)
+        if p.method == "bbn":
+            alpha = cumulative_alpha(epoch, p.tmax, p.alpha.schedule, p.alpha.value)
+            row = {"epoch": epoch + 1, "alpha": alpha, "lr": lr}
+            row |= train_epoch(model, loaders["uniform"], loaders["reversed"], optimizer, alpha, device, epoch)
+        else:
+            loss_fn = baselines.loss_for(p.method, p.baseline, counts, epoch)
+            loader = loaders[baselines.sampler_for(p.method, epoch, p.baseline)]
+            row = {"epoch": epoch + 1, "alpha": 1.0, "lr": lr}
+            row |= train_epoch_single(model, loader, optimizer, loss_fn, device, epoch)
         row |= validate(model, val, device, eval_alpha)
         row["seconds"] = time.perf_counter() - start
         history.append(row)

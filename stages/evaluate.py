@@ -8,12 +8,13 @@ from bbn import plots
 from bbn.checkpoint import load_checkpoint
 from bbn.cli import run
 from bbn.config import load_params
-from bbn.evaluation import labelled, metrics_for, predict_frame, save_predictions, write_report
+from bbn.evaluation import (labelled, metrics_for, posthoc_metrics, predict_frame, save_predictions,
+                            write_report)
 from bbn.imagecheck import drop_unreadable
 from bbn.inat import find_json, load_images
 from bbn.io import write_json
 from bbn.tracking import Tracker
-from bbn.training import resolve_device
+from bbn.training import inference_alpha, resolve_device
 from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, RUN, SPLIT, STATS
 
 REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
@@ -29,15 +30,17 @@ def main() -> None:
     sets = {"val": (pd.read_csv(SPLIT / "val.csv"), f"{SPLIT}/val.csv"),
             "test": (drop_unreadable(load_images(test_json, labelled=False), pd.read_csv(STATS / "unreadable.csv")),
                      str(test_json))}
-    numbers = {"tta_flip": int(e.tta_flip)}
-    reported = None
+    alpha = inference_alpha(ckpt.get("method", "bbn"), e.alpha)
+    numbers, outputs, reported = {"tta_flip": int(e.tta_flip), "eval_alpha": alpha}, {}, None
     for name, (frame, source) in sets.items():
         logits, y = predict_frame(model, ckpt, frame, source, e.batch_size, params.train.num_workers,
-                                  e.alpha, e.tta_flip, device)
+                                  alpha, e.tta_flip, device)
         save_predictions(PREDICTIONS / f"{name}.npz", frame["image_id"], logits, y, ckpt["category_ids"])
+        outputs[name] = (logits, y)
         if labelled(y):  # the iNat test set has no public labels: then val is what we can report
             numbers |= metrics_for(logits, y, classes["train_count"], s.many_above, s.few_below, name)
             reported = (logits, y)
+    numbers |= posthoc_metrics(outputs["val"], outputs["test"], classes["train_count"], s.many_above, s.few_below)
     write_json(METRICS / "eval.json", numbers)
     if reported is not None:
         write_report(*reported, classes, PLOTS)

@@ -3,11 +3,14 @@
 import time
 
 import pandas as pd
+import torch
+import yaml
 
 from bbn.checkpoint import save_checkpoint
 from bbn.cli import run
 from bbn.config import flatten, load_params
-from bbn.data import ImageList, bilateral_loaders, eval_loader, eval_transform, train_transform
+from bbn.baselines import head_for
+from bbn.data import ImageList, eval_loader, eval_transform, train_loaders, train_transform
 from bbn.io import atomic_path, write_json
 from bbn.network import ModelSpec, build_model
 from bbn.pretrained import load_pretrained
@@ -29,9 +32,9 @@ def main() -> None:
     index = dict(zip(classes["category_id"], classes["index"]))
     train_set = _dataset(pd.read_csv(SPLIT / "train.csv"), index, train_transform(t.image_size, t.crop_padding, t.hflip))
     val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size))
-    uniform, reverse = bilateral_loaders(train_set, t.batch_size, t.num_workers, t.seed)
+    loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed)
     val = eval_loader(val_set, params.eval.batch_size, t.num_workers) if len(val_set) else None
-    spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter)
+    spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, head_for(t.method))
     model = build_model(spec)
     if m.pretrained:
         print(load_pretrained(model, m.pretrained, m.pretrained_md5))
@@ -40,6 +43,8 @@ def main() -> None:
     tracker.start(flatten(params), run_tags() | {"device": str(device), "budget.epochs": str(t.epochs),
                                                  "budget.image_size": str(t.image_size),
                                                  "budget.pretrained": str(bool(m.pretrained))})
+    tracker.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
+
     def on_epoch(epoch: int, row: dict) -> None:
         tracker.log_metrics(finite(row), step=epoch + 1)
         print(f"epoch {epoch + 1}/{t.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.4g}  "
@@ -48,12 +53,13 @@ def main() -> None:
 
     start = time.perf_counter()
     try:
-        history = fit(model, uniform, reverse, val, t, params.eval.alpha, device, on_epoch=on_epoch)
+        counts = torch.tensor(classes["train_count"].tolist())
+        history = fit(model, loaders, val, t, params.eval.alpha, device, counts, on_epoch=on_epoch)
     except BaseException:
         tracker.finish("FAILED")
         raise
     curve = pd.DataFrame(history)
-    save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs)
+    save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method)
     with atomic_path(PLOTS / "learning_curve.csv") as tmp:
         curve.to_csv(tmp, index=False)
     last = history[-1]
