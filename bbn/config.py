@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bbn.errors import BBNError
 
@@ -66,6 +66,11 @@ class SplitParams(_Section):
     seed: int = 0
 
 
+class PrepareParams(_Section):
+    short_side: int = Field(32, ge=8, le=2048)
+    quality: int = Field(95, ge=50, le=100)
+
+
 class ModelParams(_Section):
     backbone: Literal["resnet32", "resnet50"] = "resnet32"
     antialias: Literal["off", "stem", "full"] = "full"
@@ -111,7 +116,11 @@ class TrainParams(_Section):
     baseline: BaselineParams = BaselineParams()
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=-1)
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    compile: bool = False
+    single_pass: bool = False
 
     @field_validator("lr_steps")
     @classmethod
@@ -140,15 +149,25 @@ class Params(_Section):
     data: DataParams = DataParams()
     stats: StatsParams = StatsParams()
     split: SplitParams = SplitParams()
+    prepare: PrepareParams = PrepareParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
     submit: SubmitParams = SubmitParams()
     tracking: TrackingParams = TrackingParams()
 
+    @model_validator(mode="after")
+    def _prepared_big_enough(self):
+        if self.train.image_size > self.prepare.short_side:
+            raise ValueError(f"train.image_size: {self.train.image_size} exceeds prepare.short_side "
+                             f"{self.prepare.short_side} (the prepared images would be upsampled; raise it)")
+        return self
+
 
 def _describe(err: dict) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    key = ".".join(str(p) for p in err["loc"])
+    if not key:  # a check across sections: its message names the keys
+        return err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     msg = err["msg"].removeprefix("Value error, ")

@@ -148,7 +148,7 @@ def _imagefolder(p: DataParams, src: Path, out: Path, longtail: bool) -> dict:
     return _longtail_info(out, [r.file_name for r in splits["train"]])
 
 
-def prepare(p: DataParams, out: str | Path, downloads: str | Path) -> dict:
+def fetch_dataset(p: DataParams, out: str | Path, downloads: str | Path) -> dict:
     """Build ``out`` (the staging folder of data/raw); return facts for ``dataset.json``."""
     out, downloads = Path(out), Path(downloads)
     downloads.mkdir(parents=True, exist_ok=True)

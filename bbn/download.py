@@ -122,47 +122,35 @@ def fetch(url: str, dest: str | Path, md5: str, retries: int = 5, timeout: float
     return dest
 
 
-def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
-    path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts:
-        raise BBNError(f"{archive}: unsafe member {member.name!r} (absolute or '..' path); nothing extracted")
-    if not (member.isfile() or member.isdir()):
-        raise BBNError(f"{archive}: member {member.name!r} is a link or special file; nothing extracted")
+def _check_member(archive: Path, name: str, is_link_or_special: bool) -> None:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or "\\" in name:
+        raise BBNError(f"{archive}: unsafe member {name!r} (absolute or '..' path); nothing extracted")
+    if is_link_or_special:
+        raise BBNError(f"{archive}: member {name!r} is a link or special file; nothing extracted")
 
 
-def _check_zip_member(archive: Path, info: zipfile.ZipInfo) -> None:
-    path = PurePosixPath(info.filename)
-    if path.is_absolute() or ".." in path.parts or "\\" in info.filename:
-        raise BBNError(f"{archive}: unsafe member {info.filename!r} (absolute or '..' path); nothing extracted")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise BBNError(f"{archive}: member {info.filename!r} is a link; nothing extracted")
-
-
-def _extract_zip(archive: Path, dest: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        for info in members:
-            _check_zip_member(archive, info)
-        dest.mkdir(parents=True, exist_ok=True)
-        for info in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None, leave=False):
-            zf.extract(info, dest)
+def _members(archive: Path, opened) -> list[tuple[object, str, bool]]:
+    """(member, name, is link or special file) for a tar or zip archive."""
+    if isinstance(opened, zipfile.ZipFile):
+        return [(i, i.filename, stat.S_ISLNK(i.external_attr >> 16)) for i in opened.infolist()]
+    return [(m, m.name, not (m.isfile() or m.isdir())) for m in opened.getmembers()]
 
 
 def safe_extract(archive: str | Path, dest: str | Path) -> None:
     """Extract a tar or zip archive into ``dest`` after checking every member."""
     archive, dest = Path(archive), Path(dest)
-    if zipfile.is_zipfile(archive):
-        try:
-            return _extract_zip(archive, dest)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise BBNError(f"{archive}: cannot extract ({exc})") from None
     try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(archive, member)
+        is_zip = zipfile.is_zipfile(archive)
+        with (zipfile.ZipFile(archive) if is_zip else tarfile.open(archive)) as opened:
+            members = _members(archive, opened)
+            for _, name, special in members:
+                _check_member(archive, name, special)
             dest.mkdir(parents=True, exist_ok=True)
-            for member in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None, leave=False):
-                tar.extract(member, dest, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+            for member, _, _ in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None, leave=False):
+                if is_zip:
+                    opened.extract(member, dest)
+                else:
+                    opened.extract(member, dest, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise BBNError(f"{archive}: cannot extract ({exc})") from None

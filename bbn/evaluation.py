@@ -32,7 +32,8 @@ def predict_frame(model: BilateralNet, ckpt: dict, frame: pd.DataFrame, source: 
                   num_workers: int, alpha: float, tta_flip: bool, device: torch.device):
     """(logits, targets) for the images of ``frame`` (columns path, category_id)."""
     targets = class_indices(frame, ckpt["category_ids"], source)
-    loader = eval_loader(ImageList(frame["path"], targets, eval_transform(ckpt["image_size"])),
+    size = ckpt["image_size"]
+    loader = eval_loader(ImageList(frame["path"], targets, eval_transform(size), decode_size=size),
                          batch_size, num_workers)
     return predict(model, loader, device, alpha, desc=Path(source).stem, tta_flip=tta_flip)
 

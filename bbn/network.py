@@ -106,12 +106,17 @@ class BilateralNet(nn.Module):
         self.rb_fc = head(width, spec.num_classes)
         _init_weights(self)
 
-    def branch_logits(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None):
+    def branch_logits(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False):
         """(W_c f_c, W_r f_r). With ``x_r`` None both branches see ``x_c`` through one trunk pass.
 
         In training the two batches go through the trunk separately, so each keeps its own
-        BatchNorm batch statistics as in the official implementation.
+        BatchNorm batch statistics as in the official implementation. ``single_pass`` sends them
+        through together (one larger, faster call) at the price of BatchNorm statistics pooled
+        over both batches.
         """
+        if x_r is not None and single_pass:
+            h_c, h_r = self.trunk(torch.cat([x_c, x_r])).split([len(x_c), len(x_r)])
+            return self.cb_fc(self.pool(self.cb_block(h_c))), self.rb_fc(self.pool(self.rb_block(h_r)))
         h_c = self.trunk(x_c)
         h_r = h_c if x_r is None else self.trunk(x_r)
         f_c = self.pool(self.cb_block(h_c))

@@ -8,6 +8,7 @@ loss = alpha*CE(z, y_c) + (1-alpha)*CE(z, y_r), one SGD step. Then validation on
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -69,27 +70,76 @@ class _Meter:
         return self.total / self.weight if self.weight else float("nan")
 
 
+@dataclass(frozen=True)
+class Speed:
+    """Opt-in speed options (all off by default; see README for what each trades)."""
+
+    amp: str = "off"  # off | bf16 | fp16: autocast of the forward pass (fp16 with a GradScaler)
+    channels_last: bool = False  # NHWC tensors: faster convolutions on most GPUs and oneDNN CPUs
+    single_pass: bool = False  # one trunk call over both batches (BatchNorm statistics pooled)
+
+    @classmethod
+    def of(cls, p: TrainParams) -> "Speed":
+        return cls(p.amp, p.channels_last, p.single_pass)
+
+    def autocast(self, device: torch.device):
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype, enabled=self.amp != "off")
+
+    def to(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
+
+
+def _step(loss: torch.Tensor, optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
+def prepare_model(model: BilateralNet, p: TrainParams, device: torch.device) -> BilateralNet:
+    """Device, memory format and (in place, names unchanged) torch.compile of the heavy parts."""
+    model.to(device)
+    if p.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if p.compile:
+        # BBN_COMPILE_BACKEND (e.g. aot_eager) traces without generating code: for debugging, and
+        # for CPU tests, where inductor's C++ build of a ResNet takes minutes.
+        backend = os.environ.get("BBN_COMPILE_BACKEND", "inductor")
+        for part in (model.trunk, model.cb_block, model.rb_block):
+            part.compile(backend=backend)
+    return model
+
+
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> float:
     return (logits.argmax(1) == y).float().mean().item()
 
 
 def train_epoch(model: BilateralNet, uniform: DataLoader, reverse: DataLoader, optimizer, alpha: float,
-                device: torch.device, epoch: int) -> dict[str, float]:
+                device: torch.device, epoch: int, speed: Speed = Speed(),
+                scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     model.train()
     for loader in (uniform, reverse):
         loader.sampler.set_epoch(epoch)
     loss_m, acc_m, acc_c, acc_r = _Meter(), _Meter(), _Meter(), _Meter()
     batches = tqdm(zip(uniform, reverse), total=len(uniform), desc=f"epoch {epoch + 1}", disable=None, leave=False)
     for step, ((x_c, y_c), (x_r, y_r)) in enumerate(batches):
-        x_c, y_c = x_c.to(device, non_blocking=True), y_c.to(device, non_blocking=True)
-        x_r, y_r = x_r.to(device, non_blocking=True), y_r.to(device, non_blocking=True)
-        logits_c, logits_r = model.branch_logits(x_c, x_r)
-        z = mix_logits(logits_c, logits_r, alpha)
-        loss = bilateral_loss(z, y_c, y_r, alpha)
+        x_c, y_c = speed.to(x_c, device), y_c.to(device, non_blocking=True)
+        x_r, y_r = speed.to(x_r, device), y_r.to(device, non_blocking=True)
+        with speed.autocast(device):
+            logits_c, logits_r = model.branch_logits(x_c, x_r, single_pass=speed.single_pass)
+            z = mix_logits(logits_c, logits_r, alpha)
+            loss = bilateral_loss(z.float(), y_c, y_r, alpha)
         _check_finite(loss, epoch, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _step(loss, optimizer, scaler)
         n = len(y_c)
         loss_m.add(loss.item(), n)
         # BBN's training accuracy: alpha-weighted hits of z on both labels.
@@ -101,19 +151,19 @@ def train_epoch(model: BilateralNet, uniform: DataLoader, reverse: DataLoader, o
 
 
 def train_epoch_single(model: BilateralNet, loader: DataLoader, optimizer, loss_fn, device: torch.device,
-                       epoch: int) -> dict[str, float]:
+                       epoch: int, speed: Speed = Speed(), scaler: torch.amp.GradScaler | None = None
+                       ) -> dict[str, float]:
     """One epoch of a single-branch baseline: the conventional branch, one sampler, one loss."""
     model.train()
     loader.sampler.set_epoch(epoch)
     loss_m, acc_m = _Meter(), _Meter()
     for step, (x, y) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}", disable=None, leave=False)):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model.conventional(x)
-        loss = loss_fn(logits, y)
+        x, y = speed.to(x, device), y.to(device, non_blocking=True)
+        with speed.autocast(device):
+            logits = model.conventional(x).float()
+            loss = loss_fn(logits, y)
         _check_finite(loss, epoch, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _step(loss, optimizer, scaler)
         loss_m.add(loss.item(), len(y))
         acc_m.add(_correct(logits, y), len(y))
     # the same columns as BBN's rows, so learning curves of both kinds compare in one table
@@ -169,8 +219,10 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
     ``loaders``: the 'uniform', 'reversed' and 'balanced' training loaders; ``counts``: training
     images per class (for the baselines' losses).
     """
-    model.to(device)
+    prepare_model(model, p, device)
     optimizer = make_optimizer(model, p)
+    speed = Speed.of(p)
+    scaler = speed.scaler(device)
     eval_alpha = inference_alpha(p.method, eval_alpha)
     history = []
     for epoch in range(p.epochs):
@@ -181,12 +233,13 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
         if p.method == "bbn":
             alpha = cumulative_alpha(epoch, p.tmax, p.alpha.schedule, p.alpha.value)
             row = {"epoch": epoch + 1, "alpha": alpha, "lr": lr}
-            row |= train_epoch(model, loaders["uniform"], loaders["reversed"], optimizer, alpha, device, epoch)
+            row |= train_epoch(model, loaders["uniform"], loaders["reversed"], optimizer, alpha, device, epoch,
+                               speed, scaler)
         else:
             loss_fn = baselines.loss_for(p.method, p.baseline, counts, epoch)
             loader = loaders[baselines.sampler_for(p.method, epoch, p.baseline)]
             row = {"epoch": epoch + 1, "alpha": 1.0, "lr": lr}
-            row |= train_epoch_single(model, loader, optimizer, loss_fn, device, epoch)
+            row |= train_epoch_single(model, loader, optimizer, loss_fn, device, epoch, speed, scaler)
         row |= validate(model, val, device, eval_alpha)
         row["seconds"] = time.perf_counter() - start
         history.append(row)

@@ -13,6 +13,7 @@ from bbn.evaluation import (labelled, metrics_for, posthoc_metrics, predict_fram
 from bbn.imagecheck import drop_unreadable
 from bbn.inat import find_json, load_images
 from bbn.io import write_json
+from bbn.prepare import prepared_path
 from bbn.tracking import Tracker
 from bbn.training import inference_alpha, resolve_device
 from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, RUN, SPLIT, STATS
@@ -33,7 +34,8 @@ def main() -> None:
     alpha = inference_alpha(ckpt.get("method", "bbn"), e.alpha)
     numbers, outputs, reported = {"tta_flip": int(e.tta_flip), "eval_alpha": alpha}, {}, None
     for name, (frame, source) in sets.items():
-        logits, y = predict_frame(model, ckpt, frame, source, e.batch_size, params.train.num_workers,
+        prepared = frame.assign(path=frame["path"].map(prepared_path))  # the prepare stage's copies
+        logits, y = predict_frame(model, ckpt, prepared, source, e.batch_size, params.train.num_workers,
                                   alpha, e.tta_flip, device)
         save_predictions(PREDICTIONS / f"{name}.npz", frame["image_id"], logits, y, ckpt["category_ids"])
         outputs[name] = (logits, y)

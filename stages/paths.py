@@ -8,6 +8,7 @@ RAW = Path("data/raw")
 DOWNLOADS = project_root() / "data/downloads"  # kept across experiments, outside DVC
 STATS = Path("data/stats")
 SPLIT = Path("data/split")
+PREPARED = Path("data/prepared")
 MODEL = Path("models/model.pt")
 RUN = Path("models/mlflow_run.json")
 PREDICTIONS = Path("predictions")

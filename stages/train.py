@@ -6,21 +6,23 @@ import pandas as pd
 import torch
 import yaml
 
+from bbn.baselines import head_for
 from bbn.checkpoint import save_checkpoint
 from bbn.cli import run
 from bbn.config import flatten, load_params
-from bbn.baselines import head_for
 from bbn.data import ImageList, eval_loader, eval_transform, train_loaders, train_transform
 from bbn.io import atomic_path, write_json
 from bbn.network import ModelSpec, build_model
+from bbn.prepare import prepared_path
 from bbn.pretrained import load_pretrained
 from bbn.tracking import Tracker, run_tags
 from bbn.training import finite, fit, resolve_device, seed_everything
 from stages.paths import METRICS, MODEL, PLOTS, RUN, SPLIT
 
 
-def _dataset(frame: pd.DataFrame, index: dict, transform) -> ImageList:
-    return ImageList(frame["path"], frame["category_id"].map(index).tolist(), transform)
+def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
+    """The images' prepared copies (data/prepared), labelled by class index."""
+    return ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), transform, size)
 
 
 def main() -> None:
@@ -30,8 +32,9 @@ def main() -> None:
     seed_everything(t.seed)
     classes = pd.read_csv(SPLIT / "classes.csv")
     index = dict(zip(classes["category_id"], classes["index"]))
-    train_set = _dataset(pd.read_csv(SPLIT / "train.csv"), index, train_transform(t.image_size, t.crop_padding, t.hflip))
-    val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size))
+    train_set = _dataset(pd.read_csv(SPLIT / "train.csv"), index,
+                         train_transform(t.image_size, t.crop_padding, t.hflip), t.image_size)
+    val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
     loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed)
     val = eval_loader(val_set, params.eval.batch_size, t.num_workers) if len(val_set) else None
     spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, head_for(t.method))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import stat
 import tarfile
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +263,25 @@ def test_safe_extract_rejects(tmp_path, name, kind):
 def test_safe_extract_ok(tmp_path):
     safe_extract(_tar(tmp_path / "a.tar.gz", tarfile.TarInfo("good/two.txt")), tmp_path / "out")
     assert [(tmp_path / "out/good" / f).read_bytes() for f in ("ok.txt", "two.txt")] == [b"ok", b"evil"]
+
+
+@pytest.mark.parametrize("name, link", [("../evil", False), (ABSOLUTE, False), ("good/link", True)])
+def test_safe_extract_zip(tmp_path, name, link):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("good/ok.txt", b"ok")
+        info = zipfile.ZipInfo(name)
+        if link:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, b"/etc/passwd" if link else b"evil")
+    with pytest.raises(BBNError, match=name):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil").exists()
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("good/ok.txt", b"ok")
+    safe_extract(good, tmp_path / "fine")
+    assert (tmp_path / "fine/good/ok.txt").read_bytes() == b"ok"
 
 
 # ------------------------------------------------------------------------------------------ inat

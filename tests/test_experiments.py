@@ -24,7 +24,7 @@ def prepared(tmp_path_factory):
     """A tiny repo whose data stages have run (train/evaluate then run per method)."""
     repo = make_repo(tmp_path_factory.mktemp("methods") / "repo",
                      {"train": {"epochs": 1, "lr_steps": [1]}, "tracking": {"experiment": "methods"}})
-    sh(repo, "dvc", "repro", "split")
+    sh(repo, "dvc", "repro", "prepare")
     return repo
 
 

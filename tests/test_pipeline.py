@@ -35,7 +35,7 @@ def repro(tiny_repo):
 
 
 def test_repro_runs_every_stage(tiny_repo, repro):
-    assert ran(repro.stdout) == ["download", "stats", "split", "train", "evaluate", "submit"]
+    assert ran(repro.stdout) == ["download", "stats", "split", "prepare", "train", "evaluate", "submit"]
     for path in ["data/raw", "data/split/train.csv", "models/model.pt", "predictions/test.npz",
                  "submission.csv", "metrics/stats.json", "metrics/train.json", "metrics/eval.json",
                  "plots/class_distribution.png", "plots/learning_curve.png", "dvc.lock"]:
@@ -143,6 +143,7 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     ("train", "tmax", 0, "train.tmax"),
     ("train", "batch_size", 0, "train.batch_size"),
     ("model", "antialias", "sometimes", "model.antialias"),
+    ("train", "image_size", 64, "train.image_size: 64 exceeds prepare.short_side 32"),
 ])
 def test_bad_params_fail_at_stage_start_naming_the_key(tmp_path, section, key, value, words):
     repo = make_repo(tmp_path / "bad", {section: {key: value}})

@@ -1,0 +1,108 @@
+"""The DVC pipeline on a tiny config in a fresh temporary copy of the repository.
+
+The copy follows ``tests/conftest.py`` (``make_repo``, ``TINY``), except that it is made a DVC
+repository without git (``core.no_scm``): the bench runs no git commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.workloads import Work
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP = {"data", "models", "predictions", "mlflow.db", "mlartifacts", "submission.csv", ".pytest_cache",
+        ".git", "build", ".venv"}
+TINY = {
+    "data": {"n_max": 30, "imbalance_ratio": 10, "test_per_class": 5, "val_per_class": 1, "image_px": 16},
+    "split": {"val_fraction": 0.2},
+    "train": {"epochs": 2, "batch_size": 16, "image_size": 16, "tmax": 2, "lr_steps": [2], "warmup_epochs": 0},
+    "eval": {"batch_size": 64},
+}
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def env(repo: Path) -> dict:
+    e = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(repo), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    for key in ("DVC_ROOT", "DVC_EXP_NAME"):
+        e.pop(key, None)
+    return e
+
+
+def make_repo(dest: Path) -> Path:
+    """Copy the project (no outputs, no caches) with the tiny params and no dvc.lock."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        here = Path(folder)
+        skip = SKIP if here == ROOT else {"cache", "tmp"} if here == ROOT / ".dvc" else set()
+        return {n for n in names if n in skip or n == "__pycache__"}
+
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    config = dest / ".dvc" / "config"
+    text = config.read_text() if config.exists() else ""
+    text = text.replace("[core]\n", "[core]\n    no_scm = true\n") if "[core]" in text else "[core]\n    no_scm = true\n" + text
+    config.write_text(text)
+    return dest
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env(repo), capture_output=True,
+                          text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([\w-]+)'", output)
+
+
+def set_tmax(repo: Path) -> int:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["tmax"] += 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params["train"]["tmax"]
+
+
+def pipeline(spec: dict) -> Work:
+    """Setup: the first ``dvc repro``. Each run: one no-op ``dvc repro`` (seconds).
+    Finish: edit train.tmax, report what ``dvc status`` and ``dvc repro --dry`` would redo."""
+    tmp = Path(tempfile.mkdtemp(prefix="bbn-bench-"))
+    repo = make_repo(tmp / "bbn")
+    start = time.perf_counter()
+    first = dvc(repo, "repro")
+    facts = {"first_s": time.perf_counter() - start, "first_ran": ran(first.stdout), "noop_ran": []}
+
+    def noop() -> float:
+        start = time.perf_counter()
+        out = dvc(repo, "repro")
+        elapsed = time.perf_counter() - start
+        facts["noop_ran"] += ran(out.stdout)
+        return elapsed
+
+    def finish() -> dict:
+        facts["tmax"] = set_tmax(repo)
+        facts["status_changed"] = list(json.loads(dvc(repo, "status", "--json").stdout or "{}"))
+        facts["dry_run"] = ran(dvc(repo, "repro", "--dry").stdout)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return facts
+
+    return Work(noop, finish)

@@ -1,0 +1,260 @@
+"""The project's benchmark: our code vs a plain reference, measured side by side in one run.
+
+    python bench/run.py [--quick] [--device cpu|cuda] [--amp off|bf16|fp16] [--channels-last]
+
+Every row runs both sides in their own subprocess (peak RSS per side), with the same
+``torch.set_num_threads``; repetitions interleave A B A B ... and each side's median is reported,
+with the ratio ours / reference. ``--amp`` and ``--channels-last`` apply to our side only (and to
+both sides of the anti-aliasing row, which compares two of ours). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)  # the repo root, not bench/, so `bench.x` and `bbn` import from here
+
+from bench.workloads import TAG  # noqa: E402
+
+# Sizes per (mode, device): repetitions per side, timed steps per repetition, images, ...
+PLANS = {
+    ("quick", "cpu"): dict(reps=3, r32_steps=2, r50_steps=1, warmup=1, eval_n=512, images=96, noop_reps=2),
+    ("full", "cpu"): dict(reps=5, r32_steps=10, r50_steps=5, warmup=2, eval_n=2048, images=256, noop_reps=3),
+    ("quick", "cuda"): dict(reps=3, r32_steps=40, r50_steps=30, warmup=5, eval_n=8192, images=96, noop_reps=2),
+    ("full", "cuda"): dict(reps=5, r32_steps=150, r50_steps=100, warmup=10, eval_n=32768, images=256,
+                           noop_reps=3),
+}
+SECTIONS = ("train", "data", "eval", "pipeline")
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Side:
+    """One measuring subprocess (``bench/workloads.py``), spoken to line by line."""
+
+    def __init__(self, spec: dict):
+        self.spec, self.log = spec, tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+
+    def read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(TAG):
+                return json.loads(line[len(TAG):])
+        self.proc.wait()
+        self.log.seek(0)
+        tail = self.log.read()[-3000:]
+        raise WorkerError(f"worker {self.spec['kind']}/{self.spec.get('impl')} exited {self.proc.returncode}\n{tail}")
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> dict:
+        final = self.ask("quit")
+        self.proc.wait()
+        self.log.close()
+        return final
+
+
+def measure(specs: list[dict], reps: int) -> list[dict]:
+    """Start every side (setups overlap), then ``reps`` rounds of one timed run per side in turn.
+
+    Returns per side: ``values`` (all repetitions), ``median``, ``rss_mib`` and any facts it reported.
+    """
+    sides = [Side(s) for s in specs]
+    try:
+        for side in sides:
+            side.read()  # ready
+        values = [[] for _ in sides]
+        for _ in range(reps):
+            for side, vals in zip(sides, values):
+                vals.append(side.ask("run")["value"])
+        finals = [side.close() for side in sides]
+    finally:
+        for side in sides:
+            if side.proc.poll() is None:
+                side.proc.kill()
+    return [f | {"values": v, "median": statistics.median(v)} for f, v in zip(finals, values)]
+
+
+@dataclass
+class Row:
+    section: str
+    what: str
+    ours: str
+    reference: str = "–"
+    ratio: str = "–"
+    rss: str = "–"
+
+
+def rate(v: float) -> str:
+    return f"{v:,.1f} img/s" if v < 100 else f"{v:,.0f} img/s"
+
+
+def side_by_side(section: str, what: str, ours: dict, ref: dict, reps: int) -> Row:
+    a, b = measure([ours, ref], reps)
+    log(f"{section} | {what}: ours {fmt_values(a)}  reference {fmt_values(b)}")
+    return Row(section, what, rate(a["median"]), rate(b["median"]), f"{a['median'] / b['median']:.2f}x",
+               f"{a['rss_mib']:,.0f} / {b['rss_mib']:,.0f} MiB")
+
+
+def fmt_values(result: dict) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in result["values"]) + "]"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def train_rows(base: dict, plain: dict, plan: dict) -> list[Row]:
+    rows = []
+    for backbone, px, batch, steps in (("resnet32", 32, 64, plan["r32_steps"]), ("resnet50", 64, 16, plan["r50_steps"])):
+        job = dict(kind="train", backbone=backbone, px=px, batch=batch, steps=steps, warmup=plan["warmup"],
+                   antialias="off")
+        name = {"resnet32": "ResNet-32", "resnet50": "ResNet-50"}[backbone]
+        rows.append(side_by_side("train step", f"{name}, {px} px, batch {batch}, {steps} steps: ours vs "
+                                 "official two-pass BBN (img/s, 2×batch per step)",
+                                 base | job | {"impl": "ours"}, plain | job | {"impl": "ref"}, plan["reps"]))
+    job = dict(kind="train", impl="ours", backbone="resnet32", px=32, batch=64, steps=plan["r32_steps"],
+               warmup=plan["warmup"])
+    rows.append(side_by_side("anti-aliasing overhead", f"ResNet-32, 32 px, batch 64: our step with antialias "
+                             "full (ours) vs off (reference)", base | job | {"antialias": "full"},
+                             base | job | {"antialias": "off"}, plan["reps"]))
+    return rows
+
+
+def data_rows(base: dict, plan: dict) -> list[Row]:
+    from bench.images import make_originals
+    with tempfile.TemporaryDirectory(prefix="bbn-bench-img-") as tmp:
+        start = time.perf_counter()
+        make_originals(Path(tmp), plan["images"])
+        log(f"wrote {plan['images']} 800×600 JPEGs in {time.perf_counter() - start:.1f} s")
+        job = base | dict(root=tmp)
+        n = plan["images"]
+        return [
+            side_by_side("prepare (one-time)", f"{n} 800×600 JPEGs → short side 224: bbn.prepare.prepare_images "
+                         "vs full decode + resize (img/s, 1 process)", job | dict(kind="prepare", impl="ours"),
+                         job | dict(kind="prepare", impl="ref"), plan["reps"]),
+            side_by_side("data loading", "prepared 224-px cache → 224-px train tensors vs ImageFolder on the "
+                         "originals (img/s per worker, batch 32)", job | dict(kind="load", impl="ours_prepared"),
+                         job | dict(kind="load", impl="ref"), plan["reps"]),
+            side_by_side("data loading", "originals with decode_size=224 (no cache) vs ImageFolder on the "
+                         "originals (img/s per worker, batch 32)", job | dict(kind="load", impl="ours_originals"),
+                         job | dict(kind="load", impl="ref"), plan["reps"]),
+        ]
+
+
+def eval_rows(base: dict, plain: dict, plan: dict) -> list[Row]:
+    job = dict(kind="eval", n=plan["eval_n"], px=32)
+    return [side_by_side("eval", f"ResNet-32 (antialias full), 32 px, {plan['eval_n']} images: "
+                         "bbn.training.predict (batch 256) vs plain no_grad loop (batch 32) (img/s)",
+                         base | job | {"impl": "ours"}, plain | job | {"impl": "ref"}, plan["reps"])]
+
+
+def pipeline_rows(base: dict, plan: dict) -> list[Row]:
+    [res] = measure([base | dict(kind="pipeline")], plan["noop_reps"])
+    log(f"pipeline: {json.dumps(res)}")
+    rss = f"{res['rss_mib']:,.0f} MiB"
+    noop = "no-op" if not res["noop_ran"] else f"NOT no-op: ran {', '.join(res['noop_ran'])}"
+    return [
+        Row("pipeline", f"first `dvc repro`, tiny params ({len(res['first_ran'])} stages)",
+            f"{res['first_s']:.1f} s", rss=rss),
+        Row("pipeline", f"second `dvc repro` ({noop}; median of {plan['noop_reps']})",
+            f"{res['median']:.1f} s", rss=rss),
+        Row("pipeline", f"stages changed after train.tmax → {res['tmax']} (expected: train, evaluate, submit)",
+            f"`dvc status`: {', '.join(res['status_changed']) or 'none'}; "
+            f"`dvc repro --dry` runs: {', '.join(res['dry_run']) or 'none'}"),
+    ]
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine(args) -> str:
+    import torch
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    device = args.device
+    if args.device == "cuda":
+        device += f" ({torch.cuda.get_device_name(0)})"
+    return (f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, device {device}, "
+            f"threads {args.threads} per side, amp {args.amp}, channels_last {args.channels_last} (ours); "
+            f"{'quick' if args.quick else 'full'} mode; date {time.strftime('%Y-%m-%d %H:%M %Z')}")
+
+
+def speed_options_note() -> str:
+    from bbn import training
+    from bench.workloads import speed_options
+    how = ("train_epoch(..., speed=Speed(amp, channels_last), scaler=speed.scaler(device))"
+           if speed_options(training) else "torch.autocast around train_epoch")
+    return (f"--amp / --channels-last on our side: training via {how}; eval via torch.autocast around "
+            "predict; model and batches in channels_last memory format")
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| section | what | ours | reference | ratio | peak RSS ours / reference |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.section} | {r.what} | {r.ours} | {r.reference} | {r.ratio} | {r.rss} |" for r in rows]
+    return "\n".join(lines)
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes: about 5 minutes on 2 CPU cores")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast (our side)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (our side)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per side (default 1: on a shared CPU, more threads than idle cores "
+                        "make every figure several times slower and far noisier)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if args.worker:
+        from bench.workloads import serve
+        serve(json.loads(args.worker))
+        return
+    start = time.perf_counter()
+    plan = PLANS["quick" if args.quick else "full", args.device]
+    plain = dict(device=args.device, threads=args.threads, amp="off", channels_last=False)
+    base = plain | dict(amp=args.amp, channels_last=args.channels_last)
+    wanted = args.sections.split(",")
+    rows = []
+    if "train" in wanted:
+        rows += train_rows(base, plain, plan)
+    if "data" in wanted:
+        rows += data_rows(plain, plan)
+    if "eval" in wanted:
+        rows += eval_rows(base, plain, plan)
+    if "pipeline" in wanted:
+        rows += pipeline_rows(plain, plan)
+    print(machine(args))
+    print(speed_options_note())
+    print()
+    print(table(rows))
+    print(f"\nbench wall time: {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

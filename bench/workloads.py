@@ -1,0 +1,203 @@
+"""The measuring side: one subprocess per benchmark side, driven line by line by ``bench/run.py``.
+
+Protocol (stdin / stdout): the worker sets up its job (model, data, warm-up), answers
+``@@{"ready": ...}``, then answers each ``run`` with ``@@{"value": <figure>}`` (one timed repetition)
+and ``quit`` with ``@@{"rss_mib": ..., **info}``. Everything else the libraries print goes to the
+worker's stderr (a log file the parent shows on failure). Both sides of a row are alive at once
+but only one computes at a time, so the repetitions interleave A B A B ... on a quiet CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+TAG = "@@"
+NUM_CLASSES, ALPHA, LR = 10, 0.75, 0.05
+
+
+@dataclass
+class Work:
+    run: Callable[[], float]  # one timed repetition -> the row's figure
+    finish: Callable[[], dict] = field(default=lambda: {})  # release resources, extra facts
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process or of its largest waited-for child (ru_maxrss is KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, child) / 1024
+
+
+# ---------------------------------------------------------------- helpers shared by the torch jobs
+
+
+def sync(device) -> None:
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device, fn: Callable[[], object]) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def autocast(spec: dict):
+    """torch.autocast for ``--amp`` (our side only), else a no-op context."""
+    import torch
+    if spec["amp"] == "off":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[spec["amp"]]
+    return torch.autocast(torch.device(spec["device"]).type, dtype=dtype)
+
+
+def _collate(batch, channels_last: bool):
+    import torch
+    from torch.utils.data import default_collate
+    x, y = default_collate(batch)
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
+def random_data(n: int, px: int, seed: int):
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, px, px, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g)
+
+
+def bbn_loaders(n: int, spec: dict):
+    """The uniform and the 'reversed' loader over the same pre-generated random images.
+
+    Both use ``UniformSampler`` (different seeds): the bench times the step, not the sampling.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+    from bbn.sampler import UniformSampler
+    ds = TensorDataset(*random_data(n, spec["px"], seed=0))
+    collate = functools.partial(_collate, channels_last=spec["channels_last"])
+    return tuple(DataLoader(ds, batch_size=spec["batch"], sampler=UniformSampler(n, seed=s), drop_last=True,
+                            collate_fn=collate) for s in (0, 1))
+
+
+def _model(spec: dict, antialias: str):
+    import torch
+    from bbn.network import ModelSpec, build_model
+    model = build_model(ModelSpec(spec.get("backbone", "resnet32"), NUM_CLASSES, antialias)).to(spec["device"])
+    return model.to(memory_format=torch.channels_last) if spec["channels_last"] else model
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def speed_options(training) -> bool:
+    """Whether ``train_epoch`` takes ``speed`` / ``scaler`` keywords (``bbn.training.Speed``)."""
+    import inspect
+    params = inspect.signature(training.train_epoch).parameters
+    return hasattr(training, "Speed") and {"speed", "scaler"} <= set(params)
+
+
+def _our_step(spec: dict, training, device):
+    """Our epoch: --amp / --channels-last through ``Speed`` where train_epoch has it (fp16 then gets
+    its GradScaler), else through torch.autocast around the call; the arguments above stay positional."""
+    if speed_options(training):
+        speed = training.Speed(amp=spec["amp"], channels_last=spec["channels_last"])
+        scaler = speed.scaler(device)
+        return lambda model, loaders, opt, number: training.train_epoch(
+            model, loaders[0], loaders[1], opt, ALPHA, device, number, speed=speed, scaler=scaler)
+
+    def fallback(model, loaders, opt, number):
+        with autocast(spec):
+            training.train_epoch(model, loaders[0], loaders[1], opt, ALPHA, device, number)
+    return fallback
+
+
+def train(spec: dict) -> Work:
+    """BBN training steps: ours (``bbn.training.train_epoch``) or the official two-pass recipe."""
+    import torch
+    from bbn import training
+    from bbn.config import TrainParams
+    from bench import reference
+    device = torch.device(spec["device"])
+    ours = spec["impl"] == "ours"
+    net = _model(spec, spec["antialias"])
+    if ours:
+        model, opt = net, training.make_optimizer(net, TrainParams(lr=LR, nesterov=True))
+    else:
+        model = reference.OfficialBBN(net).to(device)
+        opt = reference.make_optimizer(model, LR)
+
+    ours_step = _our_step(spec, training, device)
+
+    def epoch(loaders, number: int) -> None:
+        if ours:
+            ours_step(model, loaders, opt, number)
+        else:
+            reference.train_epoch(model, loaders[0], loaders[1], opt, ALPHA, device)
+
+    epoch(bbn_loaders(spec["warmup"] * spec["batch"], spec), 0)
+    loaders, numbers = bbn_loaders(spec["steps"] * spec["batch"], spec), itertools.count(1)
+    images = 2 * spec["batch"] * spec["steps"]  # uniform + reversed batch
+    return Work(lambda: images / timed(device, lambda: epoch(loaders, next(numbers))))
+
+
+def evaluate(spec: dict) -> Work:
+    """Inference: ``bbn.training.predict`` (batch 256) or a plain no_grad loop (batch 32)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    from bbn.data import eval_loader
+    from bbn.training import predict
+    from bench import reference
+    device = torch.device(spec["device"])
+    model = _model(spec, "full")
+    ds = TensorDataset(*random_data(spec["n"], spec["px"], seed=2))
+    if spec["impl"] == "ours":
+        loader = eval_loader(ds, 256, 0)
+        loader.collate_fn = functools.partial(_collate, channels_last=spec["channels_last"])
+
+        def job():
+            with autocast(spec):
+                predict(model, loader, device, 0.5, "bench")
+    else:
+        plain = DataLoader(ds, batch_size=32)
+
+        def job():
+            reference.predict(model, plain, device)
+    job()  # warm-up
+    return Work(lambda: spec["n"] / timed(device, job))
+
+
+def _kinds() -> dict[str, Callable[[dict], Work]]:
+    from bench import images, pipeline
+    return {"train": train, "eval": evaluate, "load": images.load, "prepare": images.prepare,
+            "pipeline": pipeline.pipeline}
+
+
+def serve(spec: dict) -> None:
+    """The worker's main loop (see the module docstring)."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything printed by libraries or child processes goes to the log
+
+    def send(msg: dict) -> None:
+        proto.write(TAG + json.dumps(msg) + "\n")
+
+    if spec["kind"] != "pipeline":
+        import torch
+        torch.set_num_threads(spec["threads"])
+    work = _kinds()[spec["kind"]](spec)
+    send({"ready": True})
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        send({"value": work.run()})
+    info = work.finish()
+    send({"rss_mib": peak_rss_mib(), **info})

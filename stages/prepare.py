@@ -1,0 +1,25 @@
+"""Stage prepare: every usable image stored once at prepare.short_side (params: prepare)."""
+
+import pandas as pd
+
+from bbn.cli import run
+from bbn.config import load_params
+from bbn.imagecheck import drop_unreadable
+from bbn.inat import find_json, load_images
+from bbn.io import atomic_dir
+from bbn.prepare import prepare_images, prepared_path
+from stages.paths import PREPARED, RAW, SPLIT, STATS
+
+
+def main() -> None:
+    p = load_params().prepare
+    test = drop_unreadable(load_images(find_json(RAW, "test"), labelled=False), pd.read_csv(STATS / "unreadable.csv"))
+    frames = [pd.read_csv(SPLIT / "train.csv"), pd.read_csv(SPLIT / "val.csv"), test]
+    sources = sorted(set().union(*(f["path"] for f in frames)))
+    with atomic_dir(PREPARED) as out:
+        prepare_images(sources, [prepared_path(s, str(RAW), str(out)) for s in sources], p.short_side, p.quality)
+    print(f"prepare: {len(sources)} images at short side {p.short_side} in {PREPARED}")
+
+
+if __name__ == "__main__":
+    run(main)
