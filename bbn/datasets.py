@@ -66,6 +66,12 @@ def _source(p: DataParams) -> Path:
     return src
 
 
+def _source_tree(p: DataParams, downloads: Path) -> Path:
+    """``data.source`` as a folder: itself, or the archive it names extracted once."""
+    src = _source(p)
+    return src if src.is_dir() else _unpacked(src, downloads)
+
+
 def _link_tree(src: Path, out: Path) -> None:
     """Hard-link an extracted dataset (JSONs and images) into ``out``, file by file."""
     files = [f for f in src.rglob("*") if f.is_file() and (f.suffix == ".json" or f.suffix.lower() in IMAGE_SUFFIXES)]
@@ -75,7 +81,7 @@ def _link_tree(src: Path, out: Path) -> None:
         link(f, dst)
 
 
-def prepare_inat(p: DataParams, out: Path, downloads: Path) -> dict:
+def fetch_inat(p: DataParams, out: Path, downloads: Path) -> dict:
     files = {name: _md5_for(p, name, md5) for name, md5 in INAT[p.name].items()}
     if p.source and any(_source(p).glob("train*.json")):
         _link_tree(_source(p), out)
@@ -114,11 +120,10 @@ def _unpacked(archive: Path, downloads: Path, md5: str | None = None) -> Path:
     return dest
 
 
-def prepare_cifar(p: DataParams, out: Path, downloads: Path) -> dict:
+def fetch_cifar(p: DataParams, out: Path, downloads: Path) -> dict:
     url, md5 = cifar.ARCHIVES[p.name][:2]
     if p.source and (_source(p).is_dir() or not _is_python_cifar(_source(p))):
-        src = _source(p) if _source(p).is_dir() else _unpacked(_source(p), downloads)
-        return _imagefolder(p, src, out, longtail=True)
+        return _imagefolder(p, _source_tree(p, downloads), out, longtail=True)
     if p.source:
         archive = _source(p)
     else:
@@ -158,14 +163,13 @@ def fetch_dataset(p: DataParams, out: str | Path, downloads: str | Path) -> dict
             safe_extract(fetch(archive.as_uri(), Path(tmp) / "downloads" / archive.name, md5), out)
         info = {}
     elif p.name.startswith("inat"):
-        info = prepare_inat(p, out, downloads)
+        info = fetch_inat(p, out, downloads)
     elif p.name in cifar.ARCHIVES:
-        info = prepare_cifar(p, out, downloads)
+        info = fetch_cifar(p, out, downloads)
     else:
         if not p.source:
             raise BBNError("params.yaml: data.source: required for data.name imagefolder (root/<class>/*.jpg)")
-        src = _source(p) if _source(p).is_dir() else _unpacked(_source(p), downloads)
-        info = _imagefolder(p, src, out, longtail=p.longtail_subsample)
+        info = _imagefolder(p, _source_tree(p, downloads), out, longtail=p.longtail_subsample)
     info = {"name": p.name, **info}
     (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

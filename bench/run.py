@@ -2,8 +2,8 @@
 
     python bench/run.py [--quick] [--device cpu|cuda] [--amp off|bf16|fp16] [--channels-last]
 
-Every row runs both sides in their own subprocess (peak RSS per side), with the same
-``torch.set_num_threads``; repetitions interleave A B A B ... and each side's median is reported,
+Every row runs both sides in their own subprocess (peak RSS per side; see bench/workloads.py),
+with the same ``torch.set_num_threads``; repetitions interleave A B A B ... and each side's median is reported,
 with the ratio ours / reference. ``--amp`` and ``--channels-last`` apply to our side only (and to
 both sides of the anti-aliasing row, which compares two of ours). See bench/README.md.
 """
@@ -12,28 +12,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # the repo root, not bench/, so `bench.x` and `bbn` import from here
 
-from bench.workloads import TAG  # noqa: E402
+from bench import workloads  # noqa: E402
+
+CTX = multiprocessing.get_context("forkserver")
+CTX.set_forkserver_preload(workloads.PRELOAD)
 
 # Sizes per (mode, device): repetitions per side, timed steps per repetition, images, ...
 PLANS = {
-    ("quick", "cpu"): dict(reps=3, r32_steps=2, r50_steps=1, warmup=1, eval_n=512, images=96, noop_reps=2),
-    ("full", "cpu"): dict(reps=5, r32_steps=10, r50_steps=5, warmup=2, eval_n=2048, images=256, noop_reps=3),
-    ("quick", "cuda"): dict(reps=3, r32_steps=40, r50_steps=30, warmup=5, eval_n=8192, images=96, noop_reps=2),
-    ("full", "cuda"): dict(reps=5, r32_steps=150, r50_steps=100, warmup=10, eval_n=32768, images=256,
-                           noop_reps=3),
+    ("quick", "cpu"): dict(reps=5, r32_steps=2, r50_steps=1, warmup=1, eval_n=512, images=96, noop_reps=2,
+                           rerun=False),
+    ("full", "cpu"): dict(reps=7, r32_steps=8, r50_steps=4, warmup=2, eval_n=2048, images=256, noop_reps=3,
+                          rerun=True),
+    ("quick", "cuda"): dict(reps=5, r32_steps=40, r50_steps=30, warmup=5, eval_n=8192, images=96, noop_reps=2,
+                            rerun=False),
+    ("full", "cuda"): dict(reps=7, r32_steps=150, r50_steps=100, warmup=10, eval_n=32768, images=256,
+                           noop_reps=3, rerun=True),
 }
 SECTIONS = ("train", "data", "eval", "pipeline")
 
@@ -43,32 +51,41 @@ class WorkerError(RuntimeError):
 
 
 class Side:
-    """One measuring subprocess (``bench/workloads.py``), spoken to line by line."""
+    """One measuring subprocess (``bench.workloads.serve``), spoken to through a Pipe."""
 
     def __init__(self, spec: dict):
-        self.spec, self.log = spec, tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.spec = spec
+        fd, self.log = tempfile.mkstemp(prefix="bbn-bench-", suffix=".log")
+        os.close(fd)
+        self.conn, child = CTX.Pipe()
+        self.proc = CTX.Process(target=workloads.serve, args=(child, spec, self.log))
+        self.proc.start()
+        child.close()
 
     def read(self) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith(TAG):
-                return json.loads(line[len(TAG):])
-        self.proc.wait()
-        self.log.seek(0)
-        tail = self.log.read()[-3000:]
-        raise WorkerError(f"worker {self.spec['kind']}/{self.spec.get('impl')} exited {self.proc.returncode}\n{tail}")
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.proc.join()
+            tail = Path(self.log).read_text(errors="replace")[-3000:]
+            raise WorkerError(f"worker {self.spec['kind']}/{self.spec.get('impl')} exited "
+                              f"{self.proc.exitcode}\n{tail}") from None
 
     def ask(self, command: str) -> dict:
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
+        self.conn.send(command)
         return self.read()
 
     def close(self) -> dict:
         final = self.ask("quit")
-        self.proc.wait()
-        self.log.close()
+        self.proc.join()
+        os.unlink(self.log)
         return final
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        Path(self.log).unlink(missing_ok=True)
 
 
 def measure(specs: list[dict], reps: int) -> list[dict]:
@@ -80,6 +97,7 @@ def measure(specs: list[dict], reps: int) -> list[dict]:
     try:
         for side in sides:
             side.read()  # ready
+        log(f"  {len(sides)} side(s) ready: {', '.join(str(s.spec.get('impl', s.spec['kind'])) for s in sides)}")
         values = [[] for _ in sides]
         for _ in range(reps):
             for side, vals in zip(sides, values):
@@ -87,8 +105,7 @@ def measure(specs: list[dict], reps: int) -> list[dict]:
         finals = [side.close() for side in sides]
     finally:
         for side in sides:
-            if side.proc.poll() is None:
-                side.proc.kill()
+            side.kill()
     return [f | {"values": v, "median": statistics.median(v)} for f, v in zip(finals, values)]
 
 
@@ -124,24 +141,22 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------- sections
 
 
-def train_rows(base: dict, plain: dict, plan: dict) -> list[Row]:
-    rows = []
+def train_rows(base: dict, plain: dict, plan: dict) -> Iterator[Row]:
     for backbone, px, batch, steps in (("resnet32", 32, 64, plan["r32_steps"]), ("resnet50", 64, 16, plan["r50_steps"])):
         job = dict(kind="train", backbone=backbone, px=px, batch=batch, steps=steps, warmup=plan["warmup"],
                    antialias="off")
         name = {"resnet32": "ResNet-32", "resnet50": "ResNet-50"}[backbone]
-        rows.append(side_by_side("train step", f"{name}, {px} px, batch {batch}, {steps} steps: ours vs "
+        yield side_by_side("train step", f"{name}, {px} px, batch {batch}, {steps} steps: ours vs "
                                  "official two-pass BBN (img/s, 2×batch per step)",
-                                 base | job | {"impl": "ours"}, plain | job | {"impl": "ref"}, plan["reps"]))
+                                 base | job | {"impl": "ours"}, plain | job | {"impl": "ref"}, plan["reps"])
     job = dict(kind="train", impl="ours", backbone="resnet32", px=32, batch=64, steps=plan["r32_steps"],
                warmup=plan["warmup"])
-    rows.append(side_by_side("anti-aliasing overhead", f"ResNet-32, 32 px, batch 64: our step with antialias "
-                             "full (ours) vs off (reference)", base | job | {"antialias": "full"},
-                             base | job | {"antialias": "off"}, plan["reps"]))
-    return rows
+    yield side_by_side("anti-aliasing overhead", "ResNet-32, 32 px, batch 64: our step with antialias "
+                       "full (ours) vs off (reference)", base | job | {"antialias": "full"},
+                       base | job | {"antialias": "off"}, plan["reps"])
 
 
-def data_rows(base: dict, plan: dict) -> list[Row]:
+def data_rows(base: dict, plan: dict) -> Iterator[Row]:
     from bench.images import make_originals
     with tempfile.TemporaryDirectory(prefix="bbn-bench-img-") as tmp:
         start = time.perf_counter()
@@ -149,40 +164,39 @@ def data_rows(base: dict, plan: dict) -> list[Row]:
         log(f"wrote {plan['images']} 800×600 JPEGs in {time.perf_counter() - start:.1f} s")
         job = base | dict(root=tmp)
         n = plan["images"]
-        return [
-            side_by_side("prepare (one-time)", f"{n} 800×600 JPEGs → short side 224: bbn.prepare.prepare_images "
+        yield side_by_side("prepare (one-time)", f"{n} 800×600 JPEGs → short side 224: bbn.prepare.prepare_images "
                          "vs full decode + resize (img/s, 1 process)", job | dict(kind="prepare", impl="ours"),
-                         job | dict(kind="prepare", impl="ref"), plan["reps"]),
-            side_by_side("data loading", "prepared 224-px cache → 224-px train tensors vs ImageFolder on the "
+                         job | dict(kind="prepare", impl="ref"), plan["reps"])
+        yield side_by_side("data loading", "prepared 224-px cache → 224-px train tensors vs ImageFolder on the "
                          "originals (img/s per worker, batch 32)", job | dict(kind="load", impl="ours_prepared"),
-                         job | dict(kind="load", impl="ref"), plan["reps"]),
-            side_by_side("data loading", "originals with decode_size=224 (no cache) vs ImageFolder on the "
+                         job | dict(kind="load", impl="ref"), plan["reps"])
+        yield side_by_side("data loading", "originals with decode_size=224 (no cache) vs ImageFolder on the "
                          "originals (img/s per worker, batch 32)", job | dict(kind="load", impl="ours_originals"),
-                         job | dict(kind="load", impl="ref"), plan["reps"]),
-        ]
+                         job | dict(kind="load", impl="ref"), plan["reps"])
 
 
-def eval_rows(base: dict, plain: dict, plan: dict) -> list[Row]:
+def eval_rows(base: dict, plain: dict, plan: dict) -> Iterator[Row]:
     job = dict(kind="eval", n=plan["eval_n"], px=32)
-    return [side_by_side("eval", f"ResNet-32 (antialias full), 32 px, {plan['eval_n']} images: "
+    yield side_by_side("eval", f"ResNet-32 (antialias full), 32 px, {plan['eval_n']} images: "
                          "bbn.training.predict (batch 256) vs plain no_grad loop (batch 32) (img/s)",
-                         base | job | {"impl": "ours"}, plain | job | {"impl": "ref"}, plan["reps"])]
+                       base | job | {"impl": "ours"}, plain | job | {"impl": "ref"}, plan["reps"])
 
 
-def pipeline_rows(base: dict, plan: dict) -> list[Row]:
-    [res] = measure([base | dict(kind="pipeline")], plan["noop_reps"])
+def pipeline_rows(base: dict, plan: dict) -> Iterator[Row]:
+    [res] = measure([base | dict(kind="pipeline", rerun=plan["rerun"])], plan["noop_reps"])
     log(f"pipeline: {json.dumps(res)}")
     rss = f"{res['rss_mib']:,.0f} MiB"
     noop = "no-op" if not res["noop_ran"] else f"NOT no-op: ran {', '.join(res['noop_ran'])}"
-    return [
-        Row("pipeline", f"first `dvc repro`, tiny params ({len(res['first_ran'])} stages)",
-            f"{res['first_s']:.1f} s", rss=rss),
-        Row("pipeline", f"second `dvc repro` ({noop}; median of {plan['noop_reps']})",
-            f"{res['median']:.1f} s", rss=rss),
-        Row("pipeline", f"stages changed after train.tmax → {res['tmax']} (expected: train, evaluate, submit)",
-            f"`dvc status`: {', '.join(res['status_changed']) or 'none'}; "
-            f"`dvc repro --dry` runs: {', '.join(res['dry_run']) or 'none'}"),
-    ]
+    yield Row("pipeline", f"first `dvc repro`, tiny params ({len(res['first_ran'])} stages)",
+              f"{res['first_s']:.1f} s", rss=rss)
+    yield Row("pipeline", f"second `dvc repro` ({noop}; median of {plan['noop_reps']})",
+              f"{res['median']:.1f} s", rss=rss)
+    found = (f"`dvc status`: {', '.join(res['status_changed']) or 'none'}; "
+             f"`dvc repro --dry` would run: {', '.join(res['dry_run']) or 'none'}")
+    if "rerun" in res:
+        found += f"; `dvc repro` ran: {', '.join(res['rerun']) or 'none'}"
+    yield Row("pipeline", f"stages changed after train.tmax → {res['tmax']} (expected: train, evaluate, submit)",
+              found)
 
 
 # ---------------------------------------------------------------- report
@@ -225,35 +239,38 @@ def parse(argv=None) -> argparse.Namespace:
                    help="torch threads per side (default 1: on a shared CPU, more threads than idle cores "
                         "make every figure several times slower and far noisier)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+class Stopped(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
 
 
 def main(argv=None) -> None:
     args = parse(argv)
-    if args.worker:
-        from bench.workloads import serve
-        serve(json.loads(args.worker))
-        return
+    signal.signal(signal.SIGTERM, _stop)  # e.g. `timeout`: still print the rows measured so far
     start = time.perf_counter()
     plan = PLANS["quick" if args.quick else "full", args.device]
     plain = dict(device=args.device, threads=args.threads, amp="off", channels_last=False)
     base = plain | dict(amp=args.amp, channels_last=args.channels_last)
-    wanted = args.sections.split(",")
-    rows = []
-    if "train" in wanted:
-        rows += train_rows(base, plain, plan)
-    if "data" in wanted:
-        rows += data_rows(plain, plan)
-    if "eval" in wanted:
-        rows += eval_rows(base, plain, plan)
-    if "pipeline" in wanted:
-        rows += pipeline_rows(plain, plan)
+    sections = {"train": lambda: train_rows(base, plain, plan), "data": lambda: data_rows(plain, plan),
+                "eval": lambda: eval_rows(base, plain, plan), "pipeline": lambda: pipeline_rows(plain, plan)}
+    rows, note = [], ""
+    try:
+        for name in args.sections.split(","):
+            for row in sections[name]():
+                rows.append(row)
+    except (Stopped, KeyboardInterrupt) as exc:
+        note = f"\nINCOMPLETE: stopped ({exc.__class__.__name__} {exc}) after {len(rows)} rows"
     print(machine(args))
     print(speed_options_note())
     print()
     print(table(rows))
-    print(f"\nbench wall time: {time.perf_counter() - start:.0f} s")
+    print(f"{note}\nbench wall time: {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
