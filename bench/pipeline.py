@@ -1,7 +1,7 @@
 """The DVC pipeline on a tiny config in a fresh temporary copy of the repository.
 
-The copy follows ``tests/conftest.py`` (``make_repo``, ``TINY``), except that it is made a DVC
-repository without git (``core.no_scm``): the bench runs no git commands.
+The copy is the tests' (``tests/conftest.py``: ``copy_project``, ``TINY``), made a DVC repository
+without git (``core.no_scm``): the bench runs no git commands.
 """
 
 from __future__ import annotations
@@ -19,23 +19,9 @@ from pathlib import Path
 import yaml
 
 from bench.workloads import Work
+from tests.conftest import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = {"data", "models", "predictions", "mlflow.db", "mlartifacts", "submission.csv", ".pytest_cache",
-        ".git", "build", ".venv"}
-TINY = {
-    "data": {"n_max": 30, "imbalance_ratio": 10, "test_per_class": 5, "val_per_class": 1, "image_px": 16},
-    "split": {"val_fraction": 0.2},
-    "train": {"epochs": 2, "batch_size": 16, "image_size": 16, "tmax": 2, "lr_steps": [2], "warmup_epochs": 0},
-    "eval": {"batch_size": 64},
-}
-
-
-def merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def env(repo: Path) -> dict:
@@ -46,16 +32,8 @@ def env(repo: Path) -> dict:
 
 
 def make_repo(dest: Path) -> Path:
-    """Copy the project (no outputs, no caches) with the tiny params and no dvc.lock."""
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        here = Path(folder)
-        skip = SKIP if here == ROOT else {"cache", "tmp"} if here == ROOT / ".dvc" else set()
-        return {n for n in names if n in skip or n == "__pycache__"}
-
-    shutil.copytree(ROOT, dest, ignore=ignore)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
-    (dest / "dvc.lock").unlink(missing_ok=True)
+    """The tests' tiny copy of the project (``copy_project``), made a DVC repo without git."""
+    copy_project(dest)
     config = dest / ".dvc" / "config"
     text = config.read_text() if config.exists() else ""
     text = text.replace("[core]\n", "[core]\n    no_scm = true\n") if "[core]" in text else "[core]\n    no_scm = true\n" + text

@@ -55,8 +55,8 @@ def stage(cwd: Path, name: str, check: bool = False) -> subprocess.CompletedProc
     return sh(cwd, sys.executable, "-m", f"stages.{name}", check=check)
 
 
-def make_repo(dest: Path, overrides: dict | None = None) -> Path:
-    """Copy the project into ``dest`` as a fresh git + DVC repo with the tiny params."""
+def copy_project(dest: Path, overrides: dict | None = None) -> Path:
+    """Copy the project into ``dest`` without outputs, caches or dvc.lock, with the tiny params."""
     def ignore(folder: str, names: list[str]) -> set[str]:
         here = Path(folder)
         skip = SKIP if here == ROOT else {"cache", "tmp"} if here == ROOT / ".dvc" else set()
@@ -66,6 +66,12 @@ def make_repo(dest: Path, overrides: dict | None = None) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(merge(merge(params, TINY), overrides or {}), sort_keys=False))
     (dest / "dvc.lock").unlink(missing_ok=True)
+    return dest
+
+
+def make_repo(dest: Path, overrides: dict | None = None) -> Path:
+    """A fresh git + DVC repo: ``copy_project`` and one commit."""
+    copy_project(dest, overrides)
     sh(dest, "git", "init", "-q", "-b", "main")
     sh(dest, "git", "add", "-A")
     sh(dest, "git", "commit", "-q", "-m", "tiny")
