@@ -9,6 +9,7 @@ negative log-likelihood and expected calibration error (equal-width confidence b
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from bbn.stats import GROUPS, shot_group
 
@@ -89,10 +90,8 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, train_counts:
     return out
 
 
-def per_class_table(logits: np.ndarray, labels: np.ndarray, names, category_ids, train_counts) -> "pd.DataFrame":
+def per_class_table(logits: np.ndarray, labels: np.ndarray, names, category_ids, train_counts) -> pd.DataFrame:
     """One row per class: id, name, training count, evaluation images, accuracy."""
-    import pandas as pd
-
     num_classes = logits.shape[1]
     return pd.DataFrame({
         "category_id": np.asarray(category_ids), "name": list(names), "train_count": np.asarray(train_counts),
@@ -113,10 +112,8 @@ def confused_classes(logits: np.ndarray, labels: np.ndarray, k: int = 20) -> lis
     return sorted(set(rows.tolist()) | set(cols.tolist())) or list(range(min(k, num_classes)))
 
 
-def most_confused(logits: np.ndarray, labels: np.ndarray, names, k: int = 20) -> "pd.DataFrame":
+def most_confused(logits: np.ndarray, labels: np.ndarray, names, k: int = 20) -> pd.DataFrame:
     """The confusion matrix (rows: true class, columns: predicted) among ``confused_classes``."""
-    import pandas as pd
-
     keep = confused_classes(logits, labels, k)
     full = np.zeros((logits.shape[1],) * 2, dtype=np.int64)
     np.add.at(full, (labels, logits.argmax(axis=1)), 1)
@@ -124,10 +121,8 @@ def most_confused(logits: np.ndarray, labels: np.ndarray, names, k: int = 20) ->
     return pd.DataFrame(full[np.ix_(keep, keep)], index=names[keep], columns=names[keep])
 
 
-def confused_pairs(logits: np.ndarray, labels: np.ndarray, names, k: int = 20) -> "pd.DataFrame":
+def confused_pairs(logits: np.ndarray, labels: np.ndarray, names, k: int = 20) -> pd.DataFrame:
     """(actual, predicted) names of the samples inside ``confused_classes``: DVC's confusion template."""
-    import pandas as pd
-
     keep = confused_classes(logits, labels, k)
     pred = logits.argmax(axis=1)
     inside = np.isin(labels, keep) & np.isin(pred, keep)
