@@ -132,7 +132,7 @@ class TrainParams(_Section):
 
 class EvalParams(_Section):
     alpha: float = Field(0.5, ge=0.0, le=1.0)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(0, ge=0)  # 0: chosen by device (bbn.data.eval_batch_size)
     tta_flip: bool = False
 
 

@@ -34,7 +34,7 @@ def predict_frame(model: BilateralNet, ckpt: dict, frame: pd.DataFrame, source: 
     targets = class_indices(frame, ckpt["category_ids"], source)
     size = ckpt["image_size"]
     loader = eval_loader(ImageList(frame["path"], targets, eval_transform(size), decode_size=size),
-                         batch_size, num_workers)
+                         batch_size, num_workers, device)
     return predict(model, loader, device, alpha, desc=Path(source).stem, tta_flip=tta_flip)
 
 

@@ -51,7 +51,7 @@ def collect_images(inputs: list[str]) -> list[str]:
     return paths
 
 
-def classify(checkpoint: str | Path, paths: list[str], top_k: int = 5, batch_size: int = 64,
+def classify(checkpoint: str | Path, paths: list[str], top_k: int = 5, batch_size: int = 0,
              alpha: float | None = None, tta_flip: bool = False, device: str = "auto") -> pd.DataFrame:
     """One row per image: path, category_id, name, probability, top-k ids and probabilities."""
     dev = resolve_device(device)
@@ -80,16 +80,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--checkpoint", default="models/model.pt", help="a models/model.pt of this project")
     ap.add_argument("--out", default="predict.csv", help="CSV to write (default: predict.csv)")
     ap.add_argument("--top-k", type=int, default=5, help="categories per image in the CSV (default 5)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=0, help="default 0: 64 on CPU, 256 on GPU")
     ap.add_argument("--alpha", type=float, default=None,
                     help="branch weight at inference (default: 0.5 for BBN, 1 for a baseline, as evaluate)")
     ap.add_argument("--tta-flip", action="store_true", help="average with the horizontal mirror")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--show", type=int, default=20, help="rows to print (default 20)")
     args = ap.parse_args(argv)
-    for name in ("top_k", "batch_size"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.top_k < 1:
+        ap.error("--top-k must be >= 1")
+    if args.batch_size < 0:
+        ap.error("--batch-size must be >= 0 (0: by device)")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         ap.error("--alpha must be in [0, 1]")
     return args

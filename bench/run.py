@@ -178,7 +178,7 @@ def data_rows(base: dict, plan: dict) -> Iterator[Row]:
 def eval_rows(base: dict, plain: dict, plan: dict) -> Iterator[Row]:
     job = dict(kind="eval", n=plan["eval_n"], px=32)
     yield side_by_side("eval", f"ResNet-32 (antialias full), 32 px, {plan['eval_n']} images: "
-                         "bbn.training.predict (batch 256) vs plain no_grad loop (batch 32) (img/s)",
+                         "bbn.training.predict (eval.batch_size auto) vs plain no_grad loop (batch 32) (img/s)",
                        base | job | {"impl": "ours"}, plain | job | {"impl": "ref"}, plan["reps"])
 
 

@@ -154,7 +154,7 @@ def train(spec: dict) -> Work:
 
 
 def evaluate(spec: dict) -> Work:
-    """Inference: ``bbn.training.predict`` (batch 256) or a plain no_grad loop (batch 32)."""
+    """Inference: ``bbn.training.predict`` (``eval.batch_size`` 0: chosen by device) or a plain no_grad loop (batch 32)."""
     import torch
     from torch.utils.data import DataLoader, Subset, TensorDataset
     from bbn.data import eval_loader
@@ -166,7 +166,7 @@ def evaluate(spec: dict) -> Work:
 
     def job(ds) -> None:
         if spec["impl"] == "ours":
-            loader = eval_loader(ds, 256, 0)
+            loader = eval_loader(ds, 0, 0, device)
             loader.collate_fn = functools.partial(_collate, channels_last=spec["channels_last"])
             with autocast(spec):
                 predict(model, loader, device, 0.5, "bench")

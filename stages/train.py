@@ -36,7 +36,7 @@ def main() -> None:
                          train_transform(t.image_size, t.crop_padding, t.hflip), t.image_size)
     val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
     loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed)
-    val = eval_loader(val_set, params.eval.batch_size, t.num_workers) if len(val_set) else None
+    val = eval_loader(val_set, params.eval.batch_size, t.num_workers, device) if len(val_set) else None
     spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, head_for(t.method))
     model = build_model(spec)
     if m.pretrained:
