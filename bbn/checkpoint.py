@@ -36,3 +36,35 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[BilateralNe
     except Exception as exc:  # unpickling, zip, key and shape errors all mean the same to a user
         raise BBNError(f"{path}: not a checkpoint of this project ({type(exc).__name__}: {exc})") from None
     return model.to(device), ckpt
+
+
+# ---------------------------------------------------------------- resume state
+# Written after every epoch, read back when the same training (same key) starts again after an
+# interruption. Like the checkpoint above it holds only tensors, numbers, strings, lists and dicts.
+
+
+def save_state(path: str | Path, key: str, model: BilateralNet, state: dict, run_id: str | None) -> None:
+    """``state``: fit's optimizer / scaler / history after an epoch; ``key``: which training it is."""
+    payload = {"key": key, "epoch": len(state["history"]), "model": model.state_dict(), "run_id": run_id or "",
+               "optimizer": state["optimizer"], "scaler": state["scaler"], "history": state["history"]}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    for stale in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):  # left by a SIGKILLed writer
+        stale.unlink(missing_ok=True)
+
+
+def load_state(path: str | Path, key: str, model: BilateralNet) -> dict | None:
+    """The saved state of training ``key`` with its weights loaded into ``model``; None when there is
+    none, or it belongs to other params or data (then training starts afresh)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # atomic writes make this unlikely; a bad file must not stop a new run
+        print(f"warning: {path}: unreadable resume state ({type(exc).__name__}), starting afresh")
+        return None
+    if state.get("key") != key:
+        return None
+    model.load_state_dict(state["model"])
+    return state

@@ -121,6 +121,14 @@ class TrainParams(_Section):
     channels_last: bool = False
     compile: bool = False
     single_pass: bool = False
+    deterministic: bool = False
+    nproc_per_node: int = Field(1, ge=1, le=1024)
+    nnodes: int = Field(1, ge=1, le=4096)
+    rdzv_endpoint: str = Field("", pattern=r"^([A-Za-z0-9.\-\[\]:]+:\d+)?$")
+    rdzv_id: str = Field("bbn", pattern=r"^[A-Za-z0-9_.\-]+$")
+    accumulate: int = Field(1, ge=1)
+    lr_scaling: Literal["linear", "fixed"] = "linear"
+    sync_bn: bool = False
 
     @field_validator("lr_steps")
     @classmethod

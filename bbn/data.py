@@ -13,7 +13,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
 from bbn.errors import BBNError
-from bbn.sampler import ClassBalancedSampler, ReversedSampler, UniformSampler
+from bbn.sampler import ClassBalancedSampler, ReversedSampler, StepBatches, UniformSampler, rank_seed
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -93,24 +93,29 @@ def resolve_workers(num_workers: int, share: int = 1) -> int:
     side by side (BBN's uniform and reversed loaders)."""
     if num_workers >= 0:
         return num_workers
+    share *= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: processes on this node
     return max(1, len(os.sched_getaffinity(0)) // share)
 
 
-def _loader(dataset: Dataset, batch_size: int, sampler, num_workers: int, drop_last: bool) -> DataLoader:
-    extra = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=torch.cuda.is_available(), **extra)
+def _loader(dataset: Dataset, num_workers: int, persistent: bool = True, **batching) -> DataLoader:
+    extra = {"persistent_workers": persistent, "prefetch_factor": 4} if num_workers > 0 else {}
+    return DataLoader(dataset, num_workers=num_workers, pin_memory=torch.cuda.is_available(), **batching, **extra)
 
 
-def train_loaders(dataset: ImageList, batch_size: int, num_workers: int, seed: int) -> dict[str, DataLoader]:
+def train_loaders(dataset: ImageList, batch_size: int, num_workers: int, seed: int, rank: int = 0,
+                  world_size: int = 1, accumulate: int = 1, persistent: bool = True) -> dict[str, DataLoader]:
     """The 'uniform' and 'reversed' loaders of BBN (of equal length, zipped batch by batch) and the
-    'balanced' loader of the re-sampling baselines. Workers start only for the loaders iterated."""
-    samplers = {"uniform": UniformSampler(len(dataset), seed=seed),
-                "reversed": ReversedSampler(dataset.targets, num_samples=len(dataset), seed=seed),
-                "balanced": ClassBalancedSampler(dataset.targets, num_samples=len(dataset), seed=seed)}
-    drop_last = len(dataset) % batch_size == 1  # a last batch of 1 would break BatchNorm
+    'balanced' loader of the re-sampling baselines, each yielding this rank's micro-batches of
+    ``batch_size`` (``StepBatches``). Workers start only for the loaders iterated; ``persistent``
+    False restarts them every epoch, seeded from that epoch's RNG (``train.deterministic``)."""
+    n, mine = len(dataset), rank_seed(seed, rank)
+    samplers = {"uniform": UniformSampler(n, seed=seed),  # one permutation, shared out among ranks
+                "reversed": ReversedSampler(dataset.targets, num_samples=n, seed=mine),
+                "balanced": ClassBalancedSampler(dataset.targets, num_samples=n, seed=mine)}
     workers = resolve_workers(num_workers, share=2)
-    return {name: _loader(dataset, batch_size, s, workers, drop_last) for name, s in samplers.items()}
+    return {name: _loader(dataset, workers, persistent,
+                          batch_sampler=StepBatches(s, batch_size, world_size, rank, accumulate))
+            for name, s in samplers.items()}
 
 
 def eval_batch_size(batch_size: int, device: torch.device) -> int:
@@ -121,4 +126,4 @@ def eval_batch_size(batch_size: int, device: torch.device) -> int:
 
 def eval_loader(dataset: ImageList, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
     """Evaluation batches in dataset order; ``batch_size`` 0 chooses by device (``eval_batch_size``)."""
-    return _loader(dataset, eval_batch_size(batch_size, device), None, resolve_workers(num_workers), drop_last=False)
+    return _loader(dataset, resolve_workers(num_workers), batch_size=eval_batch_size(batch_size, device))

@@ -6,6 +6,12 @@
   epoch come from one ``torch.multinomial`` call (with replacement), not a Python loop per item.
 
 Both are re-seeded per epoch from (seed, epoch), so a run is reproducible and resumable.
+
+Distributed training and gradient accumulation: ``StepBatches`` cuts one epoch's draws into optimizer
+steps of ``batch_size x world_size x accumulate`` images and hands each rank its ``accumulate``
+micro-batches of every step. With the uniform sampler (the same permutation on every rank) each
+image is seen exactly once per epoch across all ranks; the reversed sampler is given a rank-specific
+seed, so each rank draws independently from the same 1/N_i distribution.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 
 class _EpochSampler(Sampler[int]):
@@ -79,3 +85,51 @@ class ClassBalancedSampler(_ClassSampler):
     """Class-balanced re-sampling (the CE-RS / DRS baselines): every class equally likely."""
 
     power = 0.0
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Independent draws per rank; rank 0 keeps ``seed``, so one process draws as before."""
+    return seed + 7919 * rank
+
+
+class StepBatches(BatchSampler):
+    """This rank's micro-batches of every optimizer step of an epoch.
+
+    Step s takes draws [s*G, (s+1)*G) of ``sampler`` (G = batch_size * world_size * accumulate),
+    cuts them into world_size * accumulate pieces and yields pieces rank*accumulate .. +accumulate-1.
+    So 2 processes with accumulate 1 and 1 process with accumulate 2 see the same images in the
+    same steps. The last, partial step is split evenly; if a piece would hold fewer than 2 images
+    (BatchNorm needs 2), that remainder is dropped.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, world_size: int = 1, rank: int = 0,
+                 accumulate: int = 1):
+        self.sampler, self.batch_size, self.world_size, self.rank = sampler, batch_size, world_size, rank
+        self.accumulate = accumulate
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def _pieces(self) -> int:
+        return self.world_size * self.accumulate
+
+    def _step_sizes(self) -> list[int]:
+        """Images per piece for every step of an epoch (the same on every rank)."""
+        n, pieces = len(self.sampler), self._pieces()
+        full, rest = divmod(n, self.batch_size * pieces)
+        sizes = [self.batch_size] * full
+        if rest // pieces >= 2:
+            sizes.append(rest)  # the partial step, split by np.array_split
+        return sizes
+
+    def __iter__(self) -> Iterator[list[int]]:
+        draws = np.fromiter(iter(self.sampler), dtype=np.int64, count=len(self.sampler))
+        start, mine = 0, slice(self.rank * self.accumulate, (self.rank + 1) * self.accumulate)
+        for size in self._step_sizes():
+            step = size * self._pieces() if size == self.batch_size else size
+            for piece in np.array_split(draws[start:start + step], self._pieces())[mine]:
+                yield piece.tolist()
+            start += step
+
+    def __len__(self) -> int:
+        return len(self._step_sizes()) * self.accumulate

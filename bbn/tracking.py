@@ -37,11 +37,31 @@ def git_revision(cwd: str | Path = ".") -> str:
 class Tracker:
     """A thin, failure-tolerant wrapper over ``MlflowClient`` bound to one run."""
 
-    def __init__(self, p: TrackingParams, run_id: str | None = None):
-        self.uri, self.experiment, self.run_id = store_uri(p), p.experiment, run_id
+    def __init__(self, p: TrackingParams, run_id: str | None = None, enabled: bool = True):
+        """``enabled`` False: every call is a no-op (the ranks other than 0 of a distributed job)."""
+        self.uri, self.experiment, self.run_id = store_uri(p), p.experiment, run_id if enabled else None
         self.client = None
         self._warned = False
-        self._call(self._connect, connecting=True)
+        if enabled:
+            self._call(self._connect, connecting=True)
+
+    def reopen(self) -> bool:
+        """Continue this tracker's run (a resumed training); False when the store does not have it."""
+        def _reopen():
+            from mlflow.exceptions import MlflowException
+
+            try:
+                run = self.client.get_run(self.run_id)
+            except MlflowException:  # deleted, or another store: the caller starts a new run
+                return False
+            if run.info.lifecycle_stage != "active":
+                return False
+            self.client.update_run(self.run_id, status="RUNNING")
+            return True
+
+        if not self.run_id or self.client is None:
+            return False
+        return bool(self._call(_reopen))
 
     def _connect(self) -> None:
         from mlflow.tracking import MlflowClient

@@ -1,17 +1,27 @@
-"""Stage train: BBN on the train split, validated on the val split (params: model, train)."""
+"""Stage train: BBN on the train split, validated on the val split (params: model, train).
 
-import time
+With ``train.nproc_per_node`` x ``train.nnodes`` > 1 the stage re-starts itself under torchrun, one
+process per device (bbn.distributed). After every epoch rank 0 saves a resume state under
+``<DVC_ROOT>/checkpoints/``; a run of the same params and data that was interrupted continues
+from there, in the same MLflow run.
+"""
+
+import hashlib
+import json
+import os
 
 import pandas as pd
 import torch
 import yaml
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from bbn.baselines import head_for
-from bbn.checkpoint import save_checkpoint
+from bbn.checkpoint import load_state, save_state, save_checkpoint
 from bbn.cli import run
 from bbn.config import flatten, load_params
 from bbn.data import ImageList, eval_loader, eval_transform, train_loaders, train_transform
-from bbn.io import atomic_path, write_json
+from bbn.distributed import Dist, launch_argv
+from bbn.io import atomic_path, project_root, write_json
 from bbn.network import ModelSpec, build_model
 from bbn.prepare import prepared_path
 from bbn.pretrained import load_pretrained
@@ -19,48 +29,94 @@ from bbn.tracking import Tracker, run_tags
 from bbn.training import finite, fit, resolve_device, seed_everything
 from stages.paths import METRICS, MODEL, PLOTS, RUN, SPLIT
 
+NOT_IN_KEY = {"train.device", "train.num_workers"}  # a resumed run may move device or worker count
+
 
 def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
     """The images' prepared copies (data/prepared), labelled by class index."""
     return ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), transform, size)
 
 
+def resume_key(params) -> str:
+    """Which training this is: every param that changes its result, and the split it trains on."""
+    h = hashlib.sha256()
+    chosen = {k: v for k, v in flatten(params).items()
+              if k.split(".")[0] in ("model", "train") and k not in NOT_IN_KEY}
+    chosen |= {"prepare.short_side": params.prepare.short_side, "eval.alpha": params.eval.alpha}
+    h.update(json.dumps(chosen, sort_keys=True, default=str).encode())
+    for name in ("classes.csv", "train.csv", "val.csv"):
+        h.update((SPLIT / name).read_bytes())
+    return h.hexdigest()
+
+
+@record  # under torchrun: the failing rank's traceback goes into the job's error summary
 def main() -> None:
     params = load_params()
+    argv = launch_argv(params.train, "stages.train")
+    if argv:  # become torchrun, which starts this stage once per device
+        os.execv(argv[0], argv)
+    dist, device = Dist.from_env(resolve_device(params.train.device))
+    try:
+        train(params, dist, device)
+    finally:
+        dist.close()
+
+
+def train(params, dist: Dist, device: torch.device) -> None:
     t, m = params.train, params.model
-    device = resolve_device(t.device)
     seed_everything(t.seed)
     classes = pd.read_csv(SPLIT / "classes.csv")
     index = dict(zip(classes["category_id"], classes["index"]))
     train_set = _dataset(pd.read_csv(SPLIT / "train.csv"), index,
                          train_transform(t.image_size, t.crop_padding, t.hflip), t.image_size)
     val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
-    loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed)
+    loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
+                            t.accumulate, persistent=not t.deterministic)
     val = eval_loader(val_set, params.eval.batch_size, t.num_workers, device) if len(val_set) else None
     spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, head_for(t.method))
     model = build_model(spec)
-    if m.pretrained:
+    if m.pretrained and dist.main:
         print(load_pretrained(model, m.pretrained, m.pretrained_md5))
+    elif m.pretrained:
+        load_pretrained(model, m.pretrained, m.pretrained_md5)
 
-    tracker = Tracker(params.tracking)
-    tracker.start(flatten(params), run_tags() | {"device": str(device), "budget.epochs": str(t.epochs),
-                                                 "budget.image_size": str(t.image_size),
-                                                 "budget.pretrained": str(bool(m.pretrained))})
-    tracker.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
+    key = resume_key(params)
+    state_path = project_root() / "checkpoints" / f"train-{key[:16]}.pt"
+    resume = load_state(state_path, key, model)
+    tracker = Tracker(params.tracking, run_id=resume and resume["run_id"] or None, enabled=dist.main)
+    if resume and tracker.reopen():
+        print(f"train: resuming after epoch {resume['epoch']} from {state_path}, MLflow run {tracker.run_id}")
+    else:
+        if resume:
+            print(f"train: resuming after epoch {resume['epoch']} from {state_path} in a new MLflow run")
+        tracker.start(flatten(params), run_tags() | {
+            "device": str(device), "world_size": str(dist.world_size), "budget.epochs": str(t.epochs),
+            "budget.image_size": str(t.image_size), "budget.pretrained": str(bool(m.pretrained))})
+        tracker.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
 
-    def on_epoch(epoch: int, row: dict) -> None:
+    def on_epoch(epoch: int, row: dict, state: dict) -> None:
+        if not dist.main:
+            return
+        save_state(state_path, key, model, state, tracker.run_id)
         tracker.log_metrics(finite(row), step=epoch + 1)
         print(f"epoch {epoch + 1}/{t.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.4g}  "
               f"loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  val_acc {row['val_acc']:.4f}  "
               f"{row['seconds']:.1f}s", flush=True)
 
-    start = time.perf_counter()
     try:
         counts = torch.tensor(classes["train_count"].tolist())
-        history = fit(model, loaders, val, t, params.eval.alpha, device, counts, on_epoch=on_epoch)
+        history = fit(model, loaders, val, t, params.eval.alpha, device, counts, on_epoch, dist, resume)
     except BaseException:
         tracker.finish("FAILED")
         raise
+    if dist.main:
+        write_outputs(params, model, classes, history, tracker)
+        state_path.unlink(missing_ok=True)  # finished: the result is DVC's to keep now
+    dist.barrier()
+
+
+def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tracker: Tracker) -> None:
+    t = params.train
     curve = pd.DataFrame(history)
     save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method)
     with atomic_path(PLOTS / "learning_curve.csv") as tmp:
@@ -69,7 +125,7 @@ def main() -> None:
     write_json(METRICS / "train.json", finite({
         "train_loss": last["train_loss"], "train_acc": last["train_acc"], "val_loss": last["val_loss"],
         "val_acc": last["val_acc"], "best_val_acc": curve["val_acc"].max(),
-        "train_minutes": (time.perf_counter() - start) / 60}))
+        "train_minutes": curve["seconds"].sum() / 60}))
     write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri})
     tracker.log_artifact(PLOTS / "learning_curve.csv", "plots")
     tracker.finish()

@@ -1,0 +1,116 @@
+"""Fault injection in the train stage: SIGKILL and resume, NaN loss, an unusable MLflow store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from tests.conftest import env, make_repo, merge, sh
+
+RESUMABLE = {"train": {"epochs": 4, "tmax": 4, "lr_steps": [3], "deterministic": True, "crop_padding": 2}}
+
+
+def _set(repo: Path, overrides: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False))
+
+
+def _train(repo: Path, extra_env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=env() | (extra_env or {}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _state(repo: Path) -> list[Path]:
+    return list((repo / "checkpoints").glob("train-*.pt"))
+
+
+def _outputs(repo: Path) -> tuple[dict, pd.DataFrame, str]:
+    weights = torch.load(repo / "models" / "model.pt", weights_only=True)["state_dict"]
+    curve = pd.read_csv(repo / "plots" / "learning_curve.csv").drop(columns="seconds")
+    return weights, curve, (repo / "metrics" / "train.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = make_repo(tmp_path_factory.mktemp("resume") / "bbn", RESUMABLE)
+    sh(repo, "dvc", "repro", "prepare")
+    return repo
+
+
+def test_sigkill_mid_training_then_rerun_resumes_bit_identical(repo):
+    proc = _train(repo)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    reference = _outputs(repo)
+    assert not _state(repo)  # a finished run leaves no resume state behind
+    (repo / "models" / "model.pt").unlink()
+
+    proc = _train(repo)
+    deadline = time.time() + 300
+    while not any(torch.load(p, weights_only=True)["epoch"] >= 2 for p in _state(repo) if p.stat().st_size):
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 3
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and not (repo / "models" / "model.pt").exists()
+    [state] = _state(repo)
+    killed_run = torch.load(state, weights_only=True)["run_id"]
+
+    resumed = sh(repo, sys.executable, "-m", "stages.train")
+    assert "resuming after epoch 2" in resumed.stdout or "resuming after epoch 3" in resumed.stdout, resumed.stdout
+    assert f"MLflow run {killed_run}" in resumed.stdout  # the same MLflow run continues
+    weights, curve, metrics = _outputs(repo)
+    assert all(torch.equal(weights[k], reference[0][k]) for k in weights)  # bit-identical on the CPU
+    pd.testing.assert_frame_equal(curve, reference[1])
+    assert metrics.split("train_minutes")[0] == reference[2].split("train_minutes")[0]
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        steps = db.execute("select step from metrics where run_uuid=? and key='train_loss' order by step",
+                           (killed_run,)).fetchall()
+        status = db.execute("select status from runs where run_uuid=?", (killed_run,)).fetchone()[0]
+    assert [s for (s,) in steps] == [1, 2, 3, 4] and status == "FINISHED"
+    assert not _state(repo)
+
+
+def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_state(repo, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(
+        "import bbn.training as t\n"
+        "real = t.bilateral_loss\n"
+        "calls = []\n"
+        "def poisoned(z, y_c, y_r, alpha):\n"
+        "    calls.append(1)\n"
+        "    loss = real(z, y_c, y_r, alpha)\n"
+        "    return loss * float('nan') if len(calls) == 8 else loss\n"  # epoch 2 (6 steps per epoch)
+        "t.bilateral_loss = poisoned\n")
+    _set(repo, {"train": {"seed": 1}})  # another training: starts afresh
+    (repo / "models" / "model.pt").unlink(missing_ok=True)
+    proc = _train(repo, {"PYTHONPATH": f"{tmp_path}{os.pathsep}{env()['PYTHONPATH']}"})
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == ["error: training diverged: loss is nan at epoch 2, step 2; lower train.lr"]
+    assert not (repo / "models" / "model.pt").exists()
+    [state] = _state(repo)
+    assert torch.load(state, weights_only=True)["epoch"] == 1  # the last good epoch is kept
+    state.unlink()
+
+
+def test_unusable_mlflow_store_does_not_stop_training(repo):
+    (repo / "not_a_dir").write_text("a file where the store's folder should be\n")
+    _set(repo, {"train": {"seed": 2, "epochs": 2}, "tracking": {"uri": f"sqlite:///{repo}/not_a_dir/mlflow.db"}})
+    (repo / "metrics" / "train.json").unlink(missing_ok=True)
+    proc = _train(repo)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert err.count("MLflow store") == 1 and "continuing without tracking" in err  # warned once
+    assert "val_acc" in (repo / "metrics" / "train.json").read_text()
+    assert len(pd.read_csv(repo / "plots" / "learning_curve.csv")) == 2
