@@ -124,11 +124,18 @@ class TrainParams(_Section):
     deterministic: bool = False
     nproc_per_node: int = Field(1, ge=1, le=1024)
     nnodes: int = Field(1, ge=1, le=4096)
-    rdzv_endpoint: str = Field("", pattern=r"^([A-Za-z0-9.\-\[\]:]+:\d+)?$")
+    rdzv_endpoint: str = Field("", validate_default=True, pattern=r"^([A-Za-z0-9.\-\[\]:]+:\d+)?$")
     rdzv_id: str = Field("bbn", pattern=r"^[A-Za-z0-9_.\-]+$")
     accumulate: int = Field(1, ge=1)
     lr_scaling: Literal["linear", "fixed"] = "linear"
     sync_bn: bool = False
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str, info: ValidationInfo) -> str:
+        if info.data.get("nnodes", 1) > 1 and not endpoint:
+            raise ValueError("needed when train.nnodes > 1: host:port of node 0")
+        return endpoint
 
     @field_validator("lr_steps")
     @classmethod

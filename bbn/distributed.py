@@ -18,7 +18,6 @@ import torch.distributed as dist
 from torch import nn
 
 from bbn.config import TrainParams
-from bbn.errors import BBNError
 
 
 @dataclass(frozen=True)
@@ -94,10 +93,8 @@ def launch_argv(p: TrainParams, module: str) -> list[str] | None:
         return None
     argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={p.nproc_per_node}",
             f"--nnodes={p.nnodes}"]
-    if p.nnodes == 1 and not p.rdzv_endpoint:
+    if not p.rdzv_endpoint:  # one node (checked in bbn.config)
         argv.append("--standalone")
-    elif not p.rdzv_endpoint:
-        raise BBNError("params.yaml: train.rdzv_endpoint: needed when train.nnodes > 1 (host:port of node 0)")
     else:
         argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={p.rdzv_endpoint}", f"--rdzv-id={p.rdzv_id}"]
     return argv + ["-m", module]

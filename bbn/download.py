@@ -93,27 +93,41 @@ def _http_once(url: str, part: Path, timeout: float) -> None:
             raise ConnectionError(f"connection closed at {part.stat().st_size} of {total} bytes")
 
 
+def _download(url: str, part: Path, retries: int, timeout: float) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        _copy_local(Path(parsed.path if parsed.scheme == "file" else url), part)
+        return
+    for attempt in range(retries + 1):
+        try:
+            _http_once(url, part, timeout)
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            if attempt == retries:
+                raise BBNError(f"{url}: download failed after {retries + 1} attempts ({exc})") from None
+            time.sleep(min(2**attempt, 30))
+
+
 def fetch(url: str, dest: str | Path, md5: str, retries: int = 5, timeout: float = 60.0) -> Path:
-    """Make ``dest`` a verified copy of ``url``. An existing verified ``dest`` is kept as it is."""
+    """Make ``dest`` a verified copy of ``url``. An existing verified ``dest`` is kept as it is.
+
+    A ``.part`` file left by an interrupted run is continued; if the result then fails the md5
+    check (the part was corrupt), it is deleted and the file downloaded once more from the start.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     record = dest.with_name(dest.name + ".md5")
     if dest.exists() and verified(dest, md5, record):
         return dest
     part = dest.with_name(dest.name + ".part")
-    parsed = urlparse(url)
-    if parsed.scheme in ("http", "https"):
-        for attempt in range(retries + 1):
-            try:
-                _http_once(url, part, timeout)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-                if attempt == retries:
-                    raise BBNError(f"{url}: download failed after {retries + 1} attempts ({exc})") from None
-                time.sleep(min(2**attempt, 30))
-    else:
-        _copy_local(Path(parsed.path if parsed.scheme == "file" else url), part)
+    resumed = part.exists() and part.stat().st_size > 0
+    _download(url, part, retries, timeout)
     got = md5sum(part)
+    if got != md5 and resumed:
+        print(f"warning: {dest.name}: md5 mismatch after resuming a partial download; downloading it again")
+        part.unlink()
+        _download(url, part, retries, timeout)
+        got = md5sum(part)
     if got != md5:
         part.unlink(missing_ok=True)  # a corrupt download must not be resumed or used
         raise BBNError(f"{url}: md5 mismatch (expected {md5}, got {got}); the download was deleted")

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -88,10 +89,11 @@ class FileServer:
 
     ``cut`` ({url path: bytes}): the first request for that path sends only that many bytes and
     drops the connection, as a flaky network would. ``requests`` records (path, Range header).
+    ``pace``: seconds to wait after each 16 KiB sent (a slow link, to interrupt a download midway).
     """
 
-    def __init__(self, files: dict[str, bytes], cut: dict[str, int] | None = None):
-        self.files, self.cut, self.requests = files, dict(cut or {}), []
+    def __init__(self, files: dict[str, bytes], cut: dict[str, int] | None = None, pace: float = 0.0):
+        self.files, self.cut, self.requests, self.pace = files, dict(cut or {}), [], pace
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -112,7 +114,16 @@ class FileServer:
                 if path in server.cut:
                     body = body[: server.cut.pop(path)]
                     self.close_connection = True
-                self.wfile.write(body)
+                if not server.pace:
+                    self.wfile.write(body)
+                    return
+                try:
+                    for i in range(0, len(body), 16384):
+                        self.wfile.write(body[i:i + 16384])
+                        self.wfile.flush()
+                        time.sleep(server.pace)
+                except (BrokenPipeError, ConnectionResetError):  # the client was killed
+                    pass
 
             def log_message(self, *args):
                 pass

@@ -6,7 +6,10 @@ import hashlib
 import io
 import json
 import stat
+import subprocess
+import sys
 import tarfile
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -229,6 +232,32 @@ def test_fetch_http_resumes(tmp_path):
     assert dest.read_bytes() == data
     assert server.requests == [("a.tar.gz", None), ("a.tar.gz", "bytes=100000-")]  # resumed, not restarted
     assert not (tmp_path / "a.tar.gz.part").exists()
+
+
+def test_fetch_killed_midway_resumes_and_a_corrupt_part_is_never_used(tmp_path):
+    data = np.random.default_rng(1).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()  # 3 x fetch's 1 MiB blocks
+    md5 = hashlib.md5(data).hexdigest()
+    dest, part = tmp_path / "a.tar.gz", tmp_path / "a.tar.gz.part"
+    with FileServer({"a.tar.gz": data}, pace=0.02) as server:
+        code = f"from bbn.download import fetch; fetch({server.url + 'a.tar.gz'!r}, {str(dest)!r}, {md5!r})"
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        deadline = time.time() + 60
+        while not (part.exists() and part.stat().st_size >= 1 << 20):
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL mid-transfer
+        proc.wait()
+        have = part.stat().st_size
+        assert not dest.exists() and 0 < have < len(data)
+        server.pace = 0.0
+        assert fetch(server.url + "a.tar.gz", dest, md5, retries=1, timeout=10).read_bytes() == data
+        assert server.requests[-1] == ("a.tar.gz", f"bytes={have}-")  # continued, then verified
+        # a partial file whose bytes are wrong: continued, fails md5, downloaded again from scratch
+        dest.unlink()
+        part.write_bytes(b"\0" * 50_000)
+        assert fetch(server.url + "a.tar.gz", dest, md5, retries=1, timeout=10).read_bytes() == data
+        assert server.requests[-2:] == [("a.tar.gz", "bytes=50000-"), ("a.tar.gz", None)]
+        assert not part.exists()
 
 
 def _tar(path: Path, bad: tarfile.TarInfo) -> Path:

@@ -253,6 +253,19 @@ def test_imagefolder_corrupt_images_are_listed_and_never_trained_on(tmp_path):
     assert raw.read_bytes() == (src / "cat/cat1.jpg").read_bytes()
 
 
+def test_a_class_left_without_training_images_stops_the_split(tmp_path):
+    src = imagefolder_tree(tmp_path / "src")
+    for f in (src / "dog").glob("*.jpg"):
+        f.write_bytes(b"")  # every dog training image unreadable
+    repo = make_repo(tmp_path / "repo", {"data": {"name": "imagefolder", "source": str(src)}})
+    sh(repo, "dvc", "repro", "stats")
+    proc = stage(repo, "split")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: split: category 1 has no training image after the split (check the data, or lower split.val_fraction)"]
+    assert not (repo / "data/split").exists()
+
+
 def test_imagefolder_without_test_folder_holds_out_a_test_set(tmp_path):
     src = imagefolder_tree(tmp_path / "src")
     (src / "test/cat/t0.jpg").unlink()

@@ -144,6 +144,9 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     ("train", "batch_size", 0, "train.batch_size"),
     ("model", "antialias", "sometimes", "model.antialias"),
     ("train", "image_size", 64, "train.image_size: 64 exceeds prepare.short_side 32"),
+    ("train", "lr_scaling", "square", "train.lr_scaling"),
+    ("train", "nnodes", 2, "train.rdzv_endpoint: needed when train.nnodes > 1"),
+    ("train", "rdzv_endpoint", "node0", "train.rdzv_endpoint"),
 ])
 def test_bad_params_fail_at_stage_start_naming_the_key(tmp_path, section, key, value, words):
     repo = make_repo(tmp_path / "bad", {section: {key: value}})

@@ -114,3 +114,12 @@ def test_unusable_mlflow_store_does_not_stop_training(repo):
     assert err.count("MLflow store") == 1 and "continuing without tracking" in err  # warned once
     assert "val_acc" in (repo / "metrics" / "train.json").read_text()
     assert len(pd.read_csv(repo / "plots" / "learning_curve.csv")) == 2
+    # later, with a store that works: the run is re-logged from those files
+    relog = sh(repo, sys.executable, "-m", "bbn.relog", "--uri", f"sqlite:///{repo}/later.db")
+    run_id = relog.stdout.split()[-1]
+    with sqlite3.connect(repo / "later.db") as db:
+        steps = db.execute("select step from metrics where run_uuid=? and key='val_acc' order by step",
+                           (run_id,)).fetchall()
+        params = dict(db.execute("select key, value from params where run_uuid=?", (run_id,)).fetchall())
+    assert [s for (s,) in steps] == [0, 1, 2]  # epochs 1, 2 and the final metrics/train.json (step 0)
+    assert params["train.seed"] == "2" and params["train.epochs"] == "2"
