@@ -17,10 +17,11 @@ from bbn.network import BilateralNet, ModelSpec, build_model
 
 
 def save_checkpoint(path: str | Path, model: BilateralNet, image_size: int, category_ids: Sequence[int],
-                    names: Sequence[str], epochs: int, method: str = "bbn") -> None:
+                    names: Sequence[str], epochs: int, method: str = "bbn", alpha: dict | None = None) -> None:
+    """``alpha``: train.alpha as a dict (schedule, value), so inference knows a fixed-alpha model."""
     state = {"spec": model.spec.to_dict(), "state_dict": model.state_dict(), "image_size": image_size,
              "category_ids": [int(c) for c in category_ids], "names": [str(n) for n in names], "epochs": epochs,
-             "method": method}
+             "method": method, "alpha": alpha or {}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

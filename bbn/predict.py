@@ -58,7 +58,7 @@ def classify(checkpoint: str | Path, paths: list[str], top_k: int = 5, batch_siz
     model, ckpt = load_checkpoint(checkpoint, dev)
     frame = pd.DataFrame({"path": paths, "category_id": -1})
     if alpha is None:  # as the evaluation stage: BBN mixes both branches equally, baselines use one
-        alpha = inference_alpha(ckpt.get("method", "bbn"), 0.5)
+        alpha = inference_alpha(ckpt.get("method", "bbn"), 0.5, ckpt.get("alpha"))
     logits, _ = predict_frame(model, ckpt, frame, "predict", batch_size, 0, alpha, tta_flip, dev)
     probs = softmax(logits.astype(np.float64))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]

@@ -270,9 +270,15 @@ def validate(model: BilateralNet, loader: DataLoader | None, device: torch.devic
     return {"val_loss": loss, "val_acc": float((logits.argmax(1) == y).mean())}
 
 
-def inference_alpha(method: str, eval_alpha: float) -> float:
-    """BBN mixes both branches at test time (``eval.alpha``); a baseline has only the conventional one."""
-    return eval_alpha if method == "bbn" else 1.0
+def inference_alpha(method: str, eval_alpha: float, alpha: dict | None = None) -> float:
+    """The branch weight at test time. BBN with a cumulative schedule: ``eval.alpha`` (0.5 mixes both
+    branches equally). BBN with alpha fixed (``alpha``: train.alpha as a dict): that same value, since
+    a branch trained with weight 0 never received a gradient. A baseline: its conventional branch (1)."""
+    if method != "bbn":
+        return 1.0
+    if alpha and alpha.get("schedule") == "fixed":
+        return float(alpha["value"])
+    return eval_alpha
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:
@@ -306,7 +312,7 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
         history = list(resume["history"])
-    eval_alpha = inference_alpha(p.method, eval_alpha)
+    eval_alpha = inference_alpha(p.method, eval_alpha, p.alpha.model_dump())
     for epoch in range(len(history), p.epochs):
         seed_everything(epoch_seed(p.seed, dist.rank, epoch))
         start = time.perf_counter()

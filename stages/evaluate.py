@@ -31,7 +31,8 @@ def main() -> None:
     sets = {"val": (pd.read_csv(SPLIT / "val.csv"), f"{SPLIT}/val.csv"),
             "test": (drop_unreadable(load_images(test_json, labelled=False), pd.read_csv(STATS / "unreadable.csv")),
                      str(test_json))}
-    alpha = inference_alpha(ckpt.get("method", "bbn"), e.alpha)
+    # checkpoints written before they carried train.alpha: take it from params.yaml
+    alpha = inference_alpha(ckpt.get("method", "bbn"), e.alpha, ckpt.get("alpha") or params.train.alpha.model_dump())
     numbers, outputs, reported = {"tta_flip": int(e.tta_flip), "eval_alpha": alpha}, {}, None
     for name, (frame, source) in sets.items():
         prepared = frame.assign(path=frame["path"].map(prepared_path))  # the prepare stage's copies

@@ -118,7 +118,8 @@ def train(params, dist: Dist, device: torch.device) -> None:
 def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tracker: Tracker) -> None:
     t = params.train
     curve = pd.DataFrame(history)
-    save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method)
+    save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method,
+                    t.alpha.model_dump())
     with atomic_path(PLOTS / "learning_curve.csv") as tmp:
         curve.to_csv(tmp, index=False)
     last = history[-1]

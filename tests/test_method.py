@@ -289,3 +289,12 @@ def test_blurpool_tiny_maps(filt, side, channels):
 @pytest.mark.parametrize("filt", [2, 3, 4, 5, 6, 7])
 def test_blurpool_halves_the_map_for_every_allowed_filter(filt):
     assert BlurPool(4, filt_size=filt, stride=2)(torch.rand(1, 4, 32, 32)).shape[-1] == 16
+
+
+def test_inference_alpha_follows_a_fixed_training_alpha():
+    from bbn.training import inference_alpha
+    assert inference_alpha("bbn", 0.5, {"schedule": "parabolic", "value": 0.5}) == 0.5
+    assert inference_alpha("bbn", 0.3, None) == 0.3
+    assert inference_alpha("bbn", 0.5, {"schedule": "fixed", "value": 0.0}) == 0.0  # rb branch only
+    assert inference_alpha("bbn", 0.5, {"schedule": "fixed", "value": 1.0}) == 1.0  # conventional only
+    assert inference_alpha("ce", 0.5, {"schedule": "fixed", "value": 0.0}) == 1.0
