@@ -47,7 +47,8 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
-def test_sigkill_mid_training_then_rerun_resumes_bit_identical(repo):
+def test_sigkill_mid_training_then_dvc_repro_resumes_bit_identical(repo):
+    # the reference runs outside DVC, so DVC's run cache cannot restore train without running it
     proc = _train(repo)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
@@ -55,19 +56,20 @@ def test_sigkill_mid_training_then_rerun_resumes_bit_identical(repo):
     assert not _state(repo)  # a finished run leaves no resume state behind
     (repo / "models" / "model.pt").unlink()
 
-    proc = _train(repo)
+    dvc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not any(torch.load(p, weights_only=True)["epoch"] >= 2 for p in _state(repo) if p.stat().st_size):
-        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        assert dvc.poll() is None and time.time() < deadline, "training ended before it could be killed"
         time.sleep(0.05)
     time.sleep(0.3)  # into epoch 3
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL and not (repo / "models" / "model.pt").exists()
+    os.killpg(dvc.pid, signal.SIGKILL)  # dvc and the stage under it, as a preempted machine would
+    dvc.wait()
+    assert not (repo / "models" / "model.pt").exists()
     [state] = _state(repo)
     killed_run = torch.load(state, weights_only=True)["run_id"]
 
-    resumed = sh(repo, sys.executable, "-m", "stages.train")
+    resumed = sh(repo, "dvc", "repro", "train")
     assert "resuming after epoch 2" in resumed.stdout or "resuming after epoch 3" in resumed.stdout, resumed.stdout
     assert f"MLflow run {killed_run}" in resumed.stdout  # the same MLflow run continues
     weights, curve, metrics = _outputs(repo)
@@ -80,6 +82,7 @@ def test_sigkill_mid_training_then_rerun_resumes_bit_identical(repo):
         status = db.execute("select status from runs where run_uuid=?", (killed_run,)).fetchone()[0]
     assert [s for (s,) in steps] == [1, 2, 3, 4] and status == "FINISHED"
     assert not _state(repo)
+    assert "train" not in sh(repo, "dvc", "status", "train").stdout  # DVC records the resumed run as done
 
 
 def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_state(repo, tmp_path):
