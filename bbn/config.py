@@ -21,6 +21,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _off_is_a_word(value: object) -> object:
+    """YAML 1.1 (PyYAML) reads a bare ``off`` as False; ``dvc exp run -S`` writes ``amp: off`` without
+    quotes (measured). For the keys whose values include "off", False means "off"."""
+    return "off" if value is False else value
+
+
 DATASETS = ("digits", "inat2017", "inat2018", "inat2019", "cifar10_lt", "cifar100_lt", "imagefolder")
 
 
@@ -78,6 +84,11 @@ class ModelParams(_Section):
     pretrained: str = ""
     pretrained_md5: str = Field("", pattern=r"^([0-9a-f]{32})?$")
 
+    @field_validator("antialias", mode="before")
+    @classmethod
+    def _antialias_off(cls, value: object) -> object:
+        return _off_is_a_word(value)
+
 
 class AlphaParams(_Section):
     schedule: Literal["parabolic", "linear", "cosine", "fixed"] = "parabolic"
@@ -129,6 +140,11 @@ class TrainParams(_Section):
     accumulate: int = Field(1, ge=1)
     lr_scaling: Literal["linear", "fixed"] = "linear"
     sync_bn: bool = False
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, value: object) -> object:
+        return _off_is_a_word(value)
 
     @field_validator("rdzv_endpoint")
     @classmethod

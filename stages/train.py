@@ -75,10 +75,8 @@ def train(params, dist: Dist, device: torch.device) -> None:
     val = eval_loader(val_set, params.eval.batch_size, t.num_workers, device) if len(val_set) else None
     spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, head_for(t.method))
     model = build_model(spec)
-    if m.pretrained and dist.main:
+    if m.pretrained and dist.main:  # DDP copies rank 0's weights to the others: one download, not one per rank
         print(load_pretrained(model, m.pretrained, m.pretrained_md5))
-    elif m.pretrained:
-        load_pretrained(model, m.pretrained, m.pretrained_md5)
 
     key = resume_key(params)
     state_path = project_root() / "checkpoints" / f"train-{key[:16]}.pt"
