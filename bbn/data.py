@@ -13,6 +13,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
 from bbn.errors import BBNError
+from bbn.prepare import draft_size, reduce
 from bbn.sampler import ClassBalancedSampler, ReversedSampler, StepBatches, UniformSampler, rank_seed
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -21,17 +22,13 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def decode(data: bytes, min_side: int = 0) -> torch.Tensor:
     """An encoded image as a uint8 RGB tensor (C, H, W).
 
-    JPEGs that can shrink by a DCT scale of 1/2 or more and stay >= ``min_side`` go through PIL's
-    ``draft`` (libjpeg decodes at the reduced scale); other JPEGs through ``torchvision.io.decode_jpeg``,
-    which skips PIL's image object and was ~1.6x faster per image here; anything else through PIL.
+    JPEGs that PIL's ``draft`` can decode at 1/2 scale or less (``bbn.prepare.draft_size``) go through
+    PIL at that scale; other JPEGs through ``torchvision.io.decode_jpeg``, which skips PIL's image
+    object and was ~1.6x faster per image here; anything else through PIL.
     """
     with Image.open(io.BytesIO(data)) as img:  # parses the header only
-        w, h = img.size
-        if img.format != "JPEG" or (min_side > 0 and min(w, h) >= 2 * min_side):
-            if img.format == "JPEG":
-                scale = min_side / min(w, h)
-                img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-            return v2.functional.pil_to_tensor(img.convert("RGB"))
+        if img.format != "JPEG" or draft_size(img.size, min_side):
+            return v2.functional.pil_to_tensor(reduce(img, min_side).convert("RGB"))
     try:
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError:  # a JPEG flavour libjpeg-in-torchvision refuses (e.g. some CMYK files)

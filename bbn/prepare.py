@@ -25,16 +25,28 @@ from bbn.errors import BBNError
 PARALLEL_FROM = 500  # below this, worker start-up costs more than it saves
 
 
-def open_reduced(path: str | Path, short_side: int) -> Image.Image:
-    """An opened image that will decode at the smallest JPEG scale whose short side is still
-    >= ``short_side`` (other formats, or ``short_side`` 0: full size)."""
-    img = Image.open(path)
-    if img.format == "JPEG" and short_side > 0:
-        w, h = img.size
-        scale = short_side / min(w, h)
-        if scale < 1:
-            img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+def draft_size(size: tuple[int, int], short_side: int) -> tuple[int, int] | None:
+    """The size to ask PIL's ``draft`` for when libjpeg can decode at 1/2 scale or less and keep the
+    short side >= ``short_side``; None when a reduced decode cannot help."""
+    w, h = size
+    if short_side <= 0 or min(w, h) < 2 * short_side:
+        return None
+    scale = short_side / min(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def reduce(img: Image.Image, short_side: int) -> Image.Image:
+    """``img`` (opened, not yet decoded) set to decode at the smallest JPEG scale whose short side is
+    still >= ``short_side`` (other formats, or ``short_side`` 0: unchanged)."""
+    target = draft_size(img.size, short_side) if img.format == "JPEG" else None
+    if target:
+        img.draft("RGB", target)
     return img
+
+
+def open_reduced(path, short_side: int) -> Image.Image:
+    """``Image.open(path)`` (a path or file object) that will decode at reduced size (``reduce``)."""
+    return reduce(Image.open(path), short_side)
 
 
 def resize_short(img: Image.Image, short_side: int) -> Image.Image:

@@ -79,6 +79,19 @@ def make_repo(dest: Path, overrides: dict | None = None) -> Path:
     return dest
 
 
+def prepared_repo(dest: Path, overrides: dict | None = None) -> Path:
+    """``make_repo`` with the data stages run (download … prepare): ready for train."""
+    make_repo(dest, overrides)
+    sh(dest, "dvc", "repro", "prepare")
+    return dest
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    """Merge ``overrides`` into the repo's params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> Path:
     return make_repo(tmp_path_factory.mktemp("repo") / "bbn")

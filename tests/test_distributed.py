@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from bbn.data import train_loaders
 from bbn.sampler import ReversedSampler, StepBatches, UniformSampler
-from tests.conftest import env, make_repo, merge, sh
+from tests.conftest import env, prepared_repo, set_params
 
 # Deterministic inputs (no crop, no flip), so only the sharding differs between the two runs.
 EXACT = {"train": {"crop_padding": 0, "hflip": False, "epochs": 2}}
@@ -56,8 +55,7 @@ def test_train_loaders_shard_the_epoch_and_draw_reversed_per_rank():
 
 
 def _run_train(repo: Path, overrides: dict, threads: str = "1") -> tuple[pd.DataFrame, dict, float]:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False))
+    set_params(repo, overrides)
     (repo / "models" / "model.pt").unlink(missing_ok=True)
     start = time.perf_counter()
     sh_env = {"OMP_NUM_THREADS": threads}  # torchrun gives each rank 1 thread; so must the single run
@@ -79,9 +77,7 @@ def _runs(repo: Path) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def ddp_repo(tmp_path_factory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("ddp") / "bbn", EXACT)
-    sh(repo, "dvc", "repro", "prepare")
-    return repo
+    return prepared_repo(tmp_path_factory.mktemp("ddp") / "bbn", EXACT)
 
 
 def test_two_processes_equal_one_process_with_accumulation(ddp_repo):
@@ -123,9 +119,7 @@ def test_one_failing_rank_stops_the_job(ddp_repo, tmp_path):
         "            raise RuntimeError('injected failure on rank 1')\n"
         "        return real(*args, **kwargs)\n"
         "    t.train_epoch = failing\n")
-    params = yaml.safe_load((ddp_repo / "params.yaml").read_text())
-    params = merge(params, {"train": {"method": "bbn", "nproc_per_node": 2, "accumulate": 1}})
-    (ddp_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_params(ddp_repo, {"train": {"method": "bbn", "nproc_per_node": 2, "accumulate": 1}})
     (ddp_repo / "models" / "model.pt").unlink(missing_ok=True)
     path = f"{tmp_path}{os.pathsep}{env()['PYTHONPATH']}"
     proc = _sh(ddp_repo, {"PYTHONPATH": path}, sys.executable, "-m", "stages.train")

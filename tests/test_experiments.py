@@ -11,7 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bbn.config import METHODS
-from conftest import make_repo, sh, stage
+from conftest import make_repo, prepared_repo, sh, stage
 
 pytestmark = pytest.mark.pipeline
 
@@ -22,10 +22,8 @@ EXPECTED = ("top1_error", "top5_error", "top1_acc", "macro_acc", "worst_class_ac
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny repo whose data stages have run (train/evaluate then run per method)."""
-    repo = make_repo(tmp_path_factory.mktemp("methods") / "repo",
-                     {"train": {"epochs": 1, "lr_steps": [1]}, "tracking": {"experiment": "methods"}})
-    sh(repo, "dvc", "repro", "prepare")
-    return repo
+    return prepared_repo(tmp_path_factory.mktemp("methods") / "repo",
+                         {"train": {"epochs": 1, "lr_steps": [1]}, "tracking": {"experiment": "methods"}})
 
 
 def _set_method(repo, method: str) -> None:

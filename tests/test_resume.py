@@ -13,16 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from tests.conftest import env, make_repo, merge, sh
+from tests.conftest import env, prepared_repo, set_params, sh
 
 RESUMABLE = {"train": {"epochs": 4, "tmax": 4, "lr_steps": [3], "deterministic": True, "crop_padding": 2}}
-
-
-def _set(repo: Path, overrides: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False))
 
 
 def _train(repo: Path, extra_env: dict | None = None) -> subprocess.Popen:
@@ -42,9 +36,7 @@ def _outputs(repo: Path) -> tuple[dict, pd.DataFrame, str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("resume") / "bbn", RESUMABLE)
-    sh(repo, "dvc", "repro", "prepare")
-    return repo
+    return prepared_repo(tmp_path_factory.mktemp("resume") / "bbn", RESUMABLE)
 
 
 def test_sigkill_mid_training_then_dvc_repro_resumes_bit_identical(repo):
@@ -95,7 +87,7 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_state(repo, tmp_pa
         "    loss = real(z, y_c, y_r, alpha)\n"
         "    return loss * float('nan') if len(calls) == 8 else loss\n"  # epoch 2 (6 steps per epoch)
         "t.bilateral_loss = poisoned\n")
-    _set(repo, {"train": {"seed": 1}})  # another training: starts afresh
+    set_params(repo, {"train": {"seed": 1}})  # another training: starts afresh
     (repo / "models" / "model.pt").unlink(missing_ok=True)
     proc = _train(repo, {"PYTHONPATH": f"{tmp_path}{os.pathsep}{env()['PYTHONPATH']}"})
     out, err = proc.communicate(timeout=600)
@@ -109,7 +101,7 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_state(repo, tmp_pa
 
 def test_unusable_mlflow_store_does_not_stop_training(repo):
     (repo / "not_a_dir").write_text("a file where the store's folder should be\n")
-    _set(repo, {"train": {"seed": 2, "epochs": 2}, "tracking": {"uri": f"sqlite:///{repo}/not_a_dir/mlflow.db"}})
+    set_params(repo, {"train": {"seed": 2, "epochs": 2}, "tracking": {"uri": f"sqlite:///{repo}/not_a_dir/mlflow.db"}})
     (repo / "metrics" / "train.json").unlink(missing_ok=True)
     proc = _train(repo)
     out, err = proc.communicate(timeout=600)
