@@ -4,6 +4,7 @@ One process per device (``train.nproc_per_node`` per node, ``train.nnodes`` node
 RANK / WORLD_SIZE / LOCAL_RANK; ``Dist.from_env`` joins the process group with ``nccl`` on GPUs and
 ``gloo`` on CPUs. Rank 0 alone writes files and talks to MLflow; epoch numbers are all-reduced. When
 one rank raises, torchrun's agent stops the others and exits non-zero, showing that rank's error.
+On GPUs the group has two backends: nccl for DDP's CUDA tensors, gloo for the CPU-side sums.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class Dist:
             device = torch.device("cuda", d.local_rank)
             torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+            # nccl for the CUDA tensors of DDP; gloo for the small CPU tensors of sums() and share()
+            backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(minutes=30))
         return d, device
 
     def sums(self, values: list[float]) -> list[float]:
@@ -55,6 +58,14 @@ class Dist:
         t = torch.tensor(values, dtype=torch.float64)
         dist.all_reduce(t)
         return t.tolist()
+
+    def share(self, obj: object) -> object:
+        """Rank 0's ``obj`` on every rank (e.g. a resume state only node 0's disk has)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
+        return box[0]
 
     def barrier(self) -> None:
         if self.enabled:

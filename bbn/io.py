@@ -7,6 +7,7 @@ new one, nothing in between.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -59,3 +60,15 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def try_lock(path: str | Path):
+    """An exclusive lock on ``path`` (an open file; closing it releases the lock), or None when
+    another process holds it. The kernel releases it when the holder dies, even by SIGKILL."""
+    fh = open(path, "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh

@@ -3,7 +3,8 @@
 Training never waits for MLflow; when the store was unavailable everything it would have logged is
 still in the project: ``params.yaml``, ``plots/learning_curve.csv`` (per-epoch numbers),
 ``metrics/*.json`` (final numbers) and the plots. This command creates one MLflow run from those
-files, tagged ``relogged``, and records its id in ``models/mlflow_run.json``.
+files, tagged ``relogged``, and prints its id (``models/mlflow_run.json`` is the train stage's DVC
+output and is left as it is).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import yaml
 from bbn.cli import run
 from bbn.config import flatten, load_params
 from bbn.errors import BBNError
-from bbn.io import write_json
 from bbn.tracking import Tracker, run_tags
 from bbn.training import finite
 
@@ -43,7 +43,6 @@ def relog(root: Path, uri: str = "") -> str:
     tracker.finish()
     if tracker.run_id is None or tracker.client is None:
         raise BBNError(f"MLflow store {tracker.uri}: logging failed midway (see the warning above)")
-    write_json(root / "models" / "mlflow_run.json", {"run_id": tracker.run_id, "tracking_uri": tracker.uri})
     return tracker.run_id
 
 

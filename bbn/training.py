@@ -283,7 +283,9 @@ def inference_alpha(method: str, eval_alpha: float, alpha: dict | None = None) -
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:
     """The RNG seed of one rank's epoch: every epoch starts from a known state, so a resumed run
-    replays the epochs after its checkpoint exactly as an uninterrupted one (no RNG state to save)."""
+    replays the epochs after its checkpoint as an uninterrupted one would (no RNG state to save).
+    Exactly so with ``train.deterministic``, which also restarts DataLoader workers every epoch;
+    persistent workers otherwise keep the RNG state they started with."""
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
@@ -299,6 +301,7 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
     its last epoch (the model's weights are the caller's to restore). Only rank 0 validates.
     """
     if p.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
         torch.use_deterministic_algorithms(True)
     prepare_model(model, p, device)
     if p.sync_bn and dist.enabled and device.type == "cpu":

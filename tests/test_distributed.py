@@ -135,4 +135,8 @@ def test_one_failing_rank_stops_the_job(ddp_repo, tmp_path):
     assert not leftovers
     [state] = (ddp_repo / "checkpoints").glob("train-*.pt")
     assert torch.load(state, weights_only=True)["epoch"] == 1
-    state.unlink()
+    # rerun without the fault: rank 0 reads the state and hands it to rank 1; both resume at epoch 2
+    rerun = _sh(ddp_repo, {}, sys.executable, "-m", "stages.train")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming after epoch 1" in rerun.stdout and "epoch 1/2" not in rerun.stdout
+    assert (ddp_repo / "models" / "model.pt").exists() and not list((ddp_repo / "checkpoints").glob("*"))
