@@ -1,5 +1,54 @@
-"""The one exception type users see: a clear, one-line-per-problem message, no traceback."""
+"""The errors users see, and the runner that turns them into short messages instead of tracebacks.
+
+``BBNError``: bad input or a failed precondition, worded for the person running the pipeline.
+``ArgError``: the same, caused by one argument of a library function; it carries the argument's
+name so that a caller who knows where the value came from (a pipeline stage: its parameter key; a CLI: a
+flag) can say so (``stages/runner.py``).
+
+SIGTERM (sent by ``timeout``, a scheduler's preemption, or torchrun stopping the other ranks when one
+fails) unwinds the stack like Ctrl-C, so every ``atomic_path`` removes its temporary file.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Callable
 
 
 class BBNError(Exception):
     """Bad input or a failed precondition, worded for the person running the pipeline."""
+
+
+class ArgError(BBNError):
+    """A bad value of the library argument ``arg``; ``str(err)`` is ``"<arg>: <message>"``."""
+
+    def __init__(self, arg: str, message: str):
+        super().__init__(f"{arg}: {message}")
+        self.arg, self.message = arg, message
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that ``finally`` blocks run."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def run(main: Callable[[], None], describe: Callable[[BBNError], str] = str) -> None:
+    """Call ``main``; a BBNError becomes ``error: <line>`` per line on stderr and exit status 1,
+    SIGTERM exit 143, Ctrl-C exit 130. ``describe`` words the error (a stage names the params key)."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        main()
+    except BBNError as exc:
+        for line in describe(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        sys.exit(143)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

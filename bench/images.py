@@ -59,8 +59,8 @@ def _mirror(paths: list[str], src: Path, dst: Path) -> list[str]:
 
 
 def prepare(spec: dict) -> Work:
-    """One-time shrink to 224 px: ``bbn.prepare.prepare_images`` or the naive full decode."""
-    from bbn.prepare import prepare_images
+    """One-time shrink to 224 px: ``bbn.data.prepare.prepare_images`` or the naive full decode."""
+    from bbn.data.prepare import prepare_images
     from bench import reference
     root = Path(spec["root"])
     sources, _ = originals(root)
@@ -84,8 +84,8 @@ def prepare(spec: dict) -> Work:
 
 
 def _dataset(spec: dict, root: Path):
-    from bbn.data import ImageList, train_transform
-    from bbn.prepare import prepare_images
+    from bbn.data.loading import ImageList, train_transform
+    from bbn.data.prepare import prepare_images
     from bench import reference
     if spec["impl"] == "ref":
         return reference.image_folder(root / "originals")

@@ -3,8 +3,8 @@
 * Training: BBN's official two-pass recipe (github.com/Megvii-Nanjing/BBN, ``lib/core/combiner.py``
   ``bbn_mix``, ``lib/net/network.py``, ``lib/core/function.py`` ``train_model``): each branch runs
   its own trunk pass, the pooled features are concatenated as
-  ``mixed = 2 * cat(l * f_a, (1 - l) * f_b)`` and one classifier ``Linear(2 * width, C)`` sees them;
-  loss = l * CE(out, y_a) + (1 - l) * CE(out, y_b); SGD (momentum 0.9, Nesterov, weight decay 2e-4).
+  ``mixed = 2 * cat(mix * f_a, (1 - mix) * f_b)`` and one classifier ``Linear(2 * width, C)`` sees them;
+  loss = mix * CE(out, y_a) + (1 - mix) * CE(out, y_b); SGD (momentum 0.9, Nesterov, weight decay 2e-4).
   It runs on the very ResNet modules of ``bbn.network`` (trunk, both branch blocks, pooling), so
   only the step differs from ours.
 * Evaluation: ``model.eval()``, ``torch.no_grad()``, batch 32, ``model(x)``.
@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bbn.network import BilateralNet
+from bbn.model.network import BilateralNet
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Official BBN optimiser settings (configs/*.yaml and lib/utils/utils.py get_optimizer).
@@ -55,28 +55,28 @@ def _accuracy(output: np.ndarray, label: np.ndarray) -> float:
     return float((output == label).sum()) / label.shape[0]
 
 
-def bbn_mix(model: OfficialBBN, criterion, image_a, label_a, image_b, label_b, l: float, device):
+def bbn_mix(model: OfficialBBN, criterion, image_a, label_a, image_b, label_b, mix: float, device):
     """``Combiner.bbn_mix``: loss and accuracy of one pair of batches."""
     image_a, image_b = image_a.to(device), image_b.to(device)
     label_a, label_b = label_a.to(device), label_b.to(device)
     feature_a, feature_b = model(image_a, feature_cb=True), model(image_b, feature_rb=True)
-    mixed_feature = 2 * torch.cat((l * feature_a, (1 - l) * feature_b), dim=1)
+    mixed_feature = 2 * torch.cat((mix * feature_a, (1 - mix) * feature_b), dim=1)
     output = model(mixed_feature, classifier_flag=True)
-    loss = l * criterion(output, label_a) + (1 - l) * criterion(output, label_b)
+    loss = mix * criterion(output, label_a) + (1 - mix) * criterion(output, label_b)
     now_result = torch.argmax(torch.softmax(output, dim=1), 1)
-    now_acc = (l * _accuracy(now_result.cpu().numpy(), label_a.cpu().numpy())
-               + (1 - l) * _accuracy(now_result.cpu().numpy(), label_b.cpu().numpy()))
+    now_acc = (mix * _accuracy(now_result.cpu().numpy(), label_a.cpu().numpy())
+               + (1 - mix) * _accuracy(now_result.cpu().numpy(), label_b.cpu().numpy()))
     return loss, now_acc
 
 
-def train_epoch(model: OfficialBBN, uniform: DataLoader, reverse: DataLoader, optimizer, l: float,
+def train_epoch(model: OfficialBBN, uniform: DataLoader, reverse: DataLoader, optimizer, mix: float,
                 device: torch.device) -> dict[str, float]:
     """``train_model``'s loop; the reversed batch comes from a second loader instead of ``meta``."""
     model.train()
     criterion = nn.CrossEntropyLoss()
     total_loss = total_acc = count = 0.0
     for (image_a, label_a), (image_b, label_b) in zip(uniform, reverse):
-        loss, now_acc = bbn_mix(model, criterion, image_a, label_a, image_b, label_b, l, device)
+        loss, now_acc = bbn_mix(model, criterion, image_a, label_a, image_b, label_b, mix, device)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -97,7 +97,8 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> np.nd
 
 def image_folder(root: str | Path):
     """torchvision's ImageFolder with the usual ImageNet training transforms (PIL, full decode)."""
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
     transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
                            T.Normalize(MEAN, STD)])
     return datasets.ImageFolder(str(root), transform=transform)

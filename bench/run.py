@@ -164,7 +164,7 @@ def data_rows(base: dict, plan: dict) -> Iterator[Row]:
         log(f"wrote {plan['images']} 800×600 JPEGs in {time.perf_counter() - start:.1f} s")
         job = base | dict(root=tmp)
         n = plan["images"]
-        yield side_by_side("prepare (one-time)", f"{n} 800×600 JPEGs → short side 224: bbn.prepare.prepare_images "
+        yield side_by_side("prepare (one-time)", f"{n} 800×600 JPEGs → short side 224: bbn.data.prepare.prepare_images "
                          "vs full decode + resize (img/s, 1 process)", job | dict(kind="prepare", impl="ours"),
                          job | dict(kind="prepare", impl="ref"), plan["reps"])
         yield side_by_side("data loading", "prepared 224-px cache → 224-px train tensors vs ImageFolder on the "
@@ -178,7 +178,7 @@ def data_rows(base: dict, plan: dict) -> Iterator[Row]:
 def eval_rows(base: dict, plain: dict, plan: dict) -> Iterator[Row]:
     job = dict(kind="eval", n=plan["eval_n"], px=32)
     yield side_by_side("eval", f"ResNet-32 (antialias full), 32 px, {plan['eval_n']} images: "
-                         "bbn.training.predict (eval.batch_size auto) vs plain no_grad loop (batch 32) (img/s)",
+                         "bbn.model.inference.predict (eval.batch_size auto) vs plain no_grad loop (batch 32) (img/s)",
                        base | job | {"impl": "ours"}, plain | job | {"impl": "ref"}, plan["reps"])
 
 
@@ -215,12 +215,9 @@ def machine(args) -> str:
 
 
 def speed_options_note() -> str:
-    from bbn import training
-    from bench.workloads import speed_options
-    how = ("train_epoch(..., speed=Speed(amp, channels_last), scaler=speed.scaler(device))"
-           if speed_options(training) else "torch.autocast around train_epoch")
-    return (f"--amp / --channels-last on our side: training via {how}; eval via torch.autocast around "
-            "predict; model and batches in channels_last memory format")
+    return ("--amp / --channels-last on our side: training via train_epoch(..., speed=Speed(amp, channels_last), "
+            "scaler=speed.scaler(device)); eval via torch.autocast around predict; model and batches in "
+            "channels_last memory format")
 
 
 def table(rows: list[Row]) -> str:

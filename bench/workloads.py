@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-PRELOAD = ["torch", "torchvision", "timm", "PIL.Image", "bbn.training", "bbn.data", "bbn.prepare",
+PRELOAD = ["torch", "torchvision", "timm", "PIL.Image", "bbn.train.loop", "bbn.data.loading", "bbn.data.prepare",
            "bench.reference"]
 NUM_CLASSES, ALPHA, LR = 10, 0.75, 0.05
 
@@ -85,7 +85,8 @@ def bbn_loaders(n: int, spec: dict):
     Both use ``UniformSampler`` (different seeds): the bench times the step, not the sampling.
     """
     from torch.utils.data import DataLoader, TensorDataset
-    from bbn.sampler import UniformSampler
+
+    from bbn.data.samplers import UniformSampler
     ds = TensorDataset(*random_data(n, spec["px"], seed=0))
     collate = functools.partial(_collate, channels_last=spec["channels_last"])
     return tuple(DataLoader(ds, batch_size=spec["batch"], sampler=UniformSampler(n, seed=s), drop_last=True,
@@ -94,7 +95,8 @@ def bbn_loaders(n: int, spec: dict):
 
 def _model(spec: dict, antialias: str):
     import torch
-    from bbn.network import ModelSpec, build_model
+
+    from bbn.model.network import ModelSpec, build_model
     model = build_model(ModelSpec(spec.get("backbone", "resnet32"), NUM_CLASSES, antialias)).to(spec["device"])
     return model.to(memory_format=torch.channels_last) if spec["channels_last"] else model
 
@@ -102,39 +104,29 @@ def _model(spec: dict, antialias: str):
 # ---------------------------------------------------------------- jobs
 
 
-def speed_options(training) -> bool:
-    """Whether ``train_epoch`` takes ``speed`` / ``scaler`` keywords (``bbn.training.Speed``)."""
-    import inspect
-    params = inspect.signature(training.train_epoch).parameters
-    return hasattr(training, "Speed") and {"speed", "scaler"} <= set(params)
-
-
 def _our_step(spec: dict, training, device):
-    """Our epoch: --amp / --channels-last through ``Speed`` where train_epoch has it (fp16 then gets
-    its GradScaler), else through torch.autocast around the call; the arguments above stay positional."""
-    if speed_options(training):
-        speed = training.Speed(amp=spec["amp"], channels_last=spec["channels_last"])
-        scaler = speed.scaler(device)
-        return lambda model, loaders, opt, number: training.train_epoch(
-            model, loaders[0], loaders[1], opt, ALPHA, device, number, speed=speed, scaler=scaler)
-
-    def fallback(model, loaders, opt, number):
-        with autocast(spec):
-            training.train_epoch(model, loaders[0], loaders[1], opt, ALPHA, device, number)
-    return fallback
+    """Our epoch (``bbn.train.loop.train_epoch`` with BBN's bilateral step); --amp / --channels-last
+    through ``Speed`` (fp16 then gets its GradScaler)."""
+    speed = training.Speed(amp=spec["amp"], channels_last=spec["channels_last"])
+    scaler, step = speed.scaler(device), training.bilateral_step(ALPHA)
+    return lambda model, loaders, opt, number: training.train_epoch(
+        model, list(loaders), step, opt, device, number, speed=speed, scaler=scaler)
 
 
 def train(spec: dict) -> Work:
-    """BBN training steps: ours (``bbn.training.train_epoch``) or the official two-pass recipe."""
+    """BBN training steps: ours (``bbn.train.loop.train_epoch``) or the official two-pass recipe."""
+    from types import SimpleNamespace
+
     import torch
-    from bbn import training
-    from bbn.config import TrainParams
+
+    import bbn.train.loop as training
     from bench import reference
     device = torch.device(spec["device"])
     ours = spec["impl"] == "ours"
     net = _model(spec, spec["antialias"])
     if ours:
-        model, opt = net, training.make_optimizer(net, TrainParams(lr=LR, nesterov=True))
+        model, opt = net, training.make_optimizer(
+            net, SimpleNamespace(lr=LR, momentum=0.9, weight_decay=2e-4, nesterov=True))
     else:
         model = reference.OfficialBBN(net).to(device)
         opt = reference.make_optimizer(model, LR)
@@ -154,11 +146,12 @@ def train(spec: dict) -> Work:
 
 
 def evaluate(spec: dict) -> Work:
-    """Inference: ``bbn.training.predict`` (``eval.batch_size`` 0: chosen by device) or a plain no_grad loop (batch 32)."""
+    """Inference: ``bbn.model.inference.predict`` (``eval.batch_size`` 0: chosen by device) or a plain no_grad loop (batch 32)."""
     import torch
     from torch.utils.data import DataLoader, Subset, TensorDataset
-    from bbn.data import eval_loader
-    from bbn.training import predict
+
+    from bbn.data.loading import eval_loader
+    from bbn.model.inference import predict
     from bench import reference
     device = torch.device(spec["device"])
     model = _model(spec, "full")

@@ -1,10 +1,10 @@
 """Stage download: the raw dataset in the iNaturalist layout under data/raw (params: data)."""
 
-from bbn.cli import run
-from bbn.config import load_params
-from bbn.datasets import fetch_dataset
-from bbn.io import atomic_dir
+from bbn.files import atomic_dir
+from bbn.sources.datasets import fetch_dataset
+from stages.params import load_params
 from stages.paths import DOWNLOADS, RAW
+from stages.runner import run
 
 
 def main() -> None:
@@ -18,4 +18,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, {"source": "data.source", "md5": "data.md5", "n_max": "data.n_max"})

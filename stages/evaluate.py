@@ -1,22 +1,26 @@
 """Stage evaluate: metrics on the val split and the test set, predictions and plots (params: eval)."""
 
-import json
-
 import pandas as pd
 
-from bbn import plots
-from bbn.checkpoint import load_checkpoint
-from bbn.cli import run
-from bbn.config import load_params
-from bbn.evaluation import (labelled, metrics_for, posthoc_metrics, predict_frame, save_predictions,
-                            write_report)
-from bbn.imagecheck import drop_unreadable
-from bbn.inat import find_json, load_images
-from bbn.io import write_json
-from bbn.prepare import prepared_path
-from bbn.tracking import Tracker
-from bbn.training import inference_alpha, resolve_device
-from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, RUN, SPLIT, STATS
+from bbn.data.imagecheck import drop_unreadable
+from bbn.data.inat import find_json, load_images
+from bbn.data.prepare import prepared_path
+from bbn.evaluate import plots
+from bbn.evaluate.predictions import (
+    labelled,
+    metrics_for,
+    posthoc_metrics,
+    predict_frame,
+    save_predictions,
+    write_report,
+)
+from bbn.files import write_json
+from bbn.model.checkpoint import load_checkpoint
+from bbn.model.inference import resolve_device, test_alpha
+from stages.params import load_params
+from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, SPLIT, STATS
+from stages.runner import run
+from stages.runs import tracker, training_run_id
 
 REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
 
@@ -31,8 +35,7 @@ def main() -> None:
     sets = {"val": (pd.read_csv(SPLIT / "val.csv"), f"{SPLIT}/val.csv"),
             "test": (drop_unreadable(load_images(test_json, labelled=False), pd.read_csv(STATS / "unreadable.csv")),
                      str(test_json))}
-    # checkpoints written before they carried train.alpha: take it from params.yaml
-    alpha = inference_alpha(ckpt.get("method", "bbn"), e.alpha, ckpt.get("alpha") or params.train.alpha.model_dump())
+    alpha = test_alpha(ckpt, e.alpha)
     numbers, outputs, reported = {"tta_flip": int(e.tta_flip), "eval_alpha": alpha}, {}, None
     for name, (frame, source) in sets.items():
         prepared = frame.assign(path=frame["path"].map(prepared_path))  # the prepare stage's copies
@@ -49,14 +52,14 @@ def main() -> None:
         write_report(*reported, classes, PLOTS)
     plots.learning_curves(pd.read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
 
-    tracker = Tracker(params.tracking, json.loads(RUN.read_text())["run_id"])
-    tracker.log_metrics({k: v for k, v in numbers.items() if v is not None})
+    run = tracker(params.tracking, training_run_id())
+    run.log_metrics({k: v for k, v in numbers.items() if v is not None})
     for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
-        tracker.log_artifact(PLOTS / png, "plots")
-    tracker.log_artifact(PLOTS / "per_class.csv")
+        run.log_artifact(PLOTS / png, "plots")
+    run.log_artifact(PLOTS / "per_class.csv")
     shown = {k: v for k, v in numbers.items() if "top1_error" in k}
     print(f"evaluate: {shown}")
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, {"device": "train.device"})

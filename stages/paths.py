@@ -1,11 +1,23 @@
-"""Where each stage reads and writes; dvc.yaml declares the same paths."""
+"""Where each stage reads and writes; dvc.yaml declares the same paths.
 
+Paths under DVC's control are relative to the working directory (DVC runs each stage in the
+workspace, or in the temporary copy of ``dvc exp run --temp/--queue``). What must outlive such a
+copy (downloads, resume states, the MLflow store) lives under ``ROOT``, the real project root.
+"""
+
+import os
 from pathlib import Path
 
-from bbn.io import project_root
 
+def project_root() -> Path:
+    """The real project root, also from inside ``dvc exp run --temp/--queue``'s throw-away copy."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+ROOT = project_root()
 RAW = Path("data/raw")
-DOWNLOADS = project_root() / "data/downloads"  # kept across experiments, outside DVC
+DOWNLOADS = ROOT / "data/downloads"  # kept across experiments, outside DVC
+CHECKPOINTS = ROOT / "checkpoints"  # resume states of interrupted trainings, outside DVC
 STATS = Path("data/stats")
 SPLIT = Path("data/split")
 PREPARED = Path("data/prepared")
@@ -15,3 +27,15 @@ PREDICTIONS = Path("predictions")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 SUBMISSION = Path("submission.csv")
+MLFLOW_DB = ROOT / "mlflow.db"
+MLFLOW_ARTIFACTS = ROOT / "mlartifacts"
+MLFLOW_LOCK = ROOT / ".mlflow.lock"
+
+
+def resolve(path: str) -> str:
+    """A path param as an absolute path: relative ones are relative to the project root, so they
+    mean the same under ``dvc repro`` and in ``dvc exp run``'s temporary copy. URLs and '' pass."""
+    if not path or "://" in path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else ROOT / p)

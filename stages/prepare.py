@@ -2,13 +2,13 @@
 
 import pandas as pd
 
-from bbn.cli import run
-from bbn.config import load_params
-from bbn.imagecheck import drop_unreadable
-from bbn.inat import find_json, load_images
-from bbn.io import atomic_dir
-from bbn.prepare import prepare_images, prepared_path
+from bbn.data.imagecheck import drop_unreadable
+from bbn.data.inat import find_json, load_images
+from bbn.data.prepare import prepare_images, prepared_path
+from bbn.files import atomic_dir
+from stages.params import load_params
 from stages.paths import PREPARED, RAW, SPLIT, STATS
+from stages.runner import run
 
 
 def main() -> None:

@@ -2,13 +2,13 @@
 
 import pandas as pd
 
-from bbn.cli import run
-from bbn.config import load_params
-from bbn.imagecheck import drop_unreadable
-from bbn.inat import find_json, load_categories, load_images
-from bbn.io import atomic_path
-from bbn.split import check_every_class_trains, stratified_split
+from bbn.data.imagecheck import drop_unreadable
+from bbn.data.inat import find_json, load_categories, load_images
+from bbn.data.split import check_every_class_trains, stratified_split
+from bbn.files import atomic_path
+from stages.params import load_params
 from stages.paths import RAW, SPLIT, STATS
+from stages.runner import run
 
 
 def main() -> None:

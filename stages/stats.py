@@ -3,14 +3,14 @@ long-tail plot (params: stats)."""
 
 import pandas as pd
 
-from bbn import plots
-from bbn.cli import run
-from bbn.config import load_params
-from bbn.imagecheck import drop_unreadable, find_unreadable
-from bbn.inat import find_json, load_categories, load_images
-from bbn.io import atomic_path, write_json
-from bbn.stats import class_counts, summary, super_counts
+from bbn.data.imagecheck import drop_unreadable, find_unreadable
+from bbn.data.inat import find_json, load_categories, load_images
+from bbn.data.stats import class_counts, summary, super_counts
+from bbn.evaluate import plots
+from bbn.files import atomic_path, write_json
+from stages.params import load_params
 from stages.paths import METRICS, PLOTS, RAW, STATS
+from stages.runner import run
 
 
 def _csv(frame: pd.DataFrame, target) -> None:

@@ -1,16 +1,14 @@
 """Stage submit: submission.csv in the Kaggle iNat2019 format, validated (params: submit)."""
 
-import json
-
 import numpy as np
 import pandas as pd
 
-from bbn.cli import run
-from bbn.config import load_params
-from bbn.inat import find_json, load_images
-from bbn.submission import write_submission
-from bbn.tracking import Tracker
-from stages.paths import PREDICTIONS, RAW, RUN, SPLIT, SUBMISSION
+from bbn.data.inat import find_json, load_images
+from bbn.evaluate.submission import write_submission
+from stages.params import load_params
+from stages.paths import PREDICTIONS, RAW, SPLIT, SUBMISSION
+from stages.runner import run
+from stages.runs import tracker, training_run_id
 
 
 def main() -> None:
@@ -26,7 +24,7 @@ def main() -> None:
         print(f"submit: {len(missing)} unreadable test image(s) get the most frequent training classes")
     frame = write_submission(SUBMISSION, ids, logits, pred["category_ids"], params.submit.top_k,
                              expected_ids=test_ids)
-    Tracker(params.tracking, json.loads(RUN.read_text())["run_id"]).log_artifact(SUBMISSION)
+    tracker(params.tracking, training_run_id()).log_artifact(SUBMISSION)
     print(f"submit: {len(frame)} rows written to {SUBMISSION}")
 
 

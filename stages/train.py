@@ -2,37 +2,42 @@
 
 With ``train.nproc_per_node`` x ``train.nnodes`` > 1 the stage re-starts itself under torchrun, one
 process per device (bbn.distributed). After every epoch rank 0 saves a resume state under
-``<DVC_ROOT>/checkpoints/``; a run of the same params and data that was interrupted continues
+``<DVC_ROOT>/checkpoints/`` (stages.paths.CHECKPOINTS); a run of the same params and data that was interrupted continues
 from there, in the same MLflow run.
 """
 
 import os
-from pathlib import Path
 
 import pandas as pd
 import torch
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
-import bbn
-from bbn.baselines import head_for
-from bbn.checkpoint import ResumeState, resume_key, save_checkpoint
-from bbn.cli import run
-from bbn.config import flatten, load_params
-from bbn.data import ImageList, eval_loader, eval_transform, train_loaders, train_transform
-from bbn.distributed import Dist, launch_argv
-from bbn.errors import BBNError
-from bbn.io import atomic_path, project_root, write_json
-from bbn.network import ModelSpec, build_model
-from bbn.prepare import prepared_path
-from bbn.pretrained import load_pretrained
-from bbn.tracking import Tracker, run_tags
-from bbn.training import finite, fit, resolve_device, seed_everything
-from stages.paths import METRICS, MODEL, PLOTS, RUN, SPLIT
+from bbn.data.loading import ImageList, eval_loader, eval_transform, train_loaders, train_transform
+from bbn.data.prepare import prepared_path
+from bbn.errors import ArgError
+from bbn.files import write_csv, write_json
+from bbn.methods import method
+from bbn.model.checkpoint import save_checkpoint
+from bbn.model.inference import resolve_device
+from bbn.model.network import ModelSpec, build_model
+from bbn.model.pretrained import load_pretrained
+from bbn.tracking import Tracker
+from bbn.train.distributed import Dist, launch_argv
+from bbn.train.loop import finite, fit, seed_everything
+from bbn.train.resume import ResumeState, resume_key
+from stages.deps import code_files
+from stages.params import flatten, load_params
+from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, RUN, SPLIT, resolve
+from stages.runner import run
+from stages.runs import exp_name, run_tags, tracker
 
 # a resumed run may move device, worker count or rendezvous host; everything else must match
 NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train.rdzv_id"}
-CODE = sorted(Path(bbn.__file__).parent.glob("*.py")) + [Path(__file__)]
+# library arguments and the params keys that set them (error messages name the key)
+KEYS = {"device": "train.device", "sync_bn": "train.sync_bn", "method": "train.method",
+        "pretrained": "model.pretrained", "pretrained_md5": "model.pretrained_md5",
+        "antialias": "model.antialias", "accumulate": "train.accumulate"}
 
 
 def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
@@ -44,7 +49,7 @@ def _resume_key(params) -> str:
     chosen = {k: v for k, v in flatten(params).items()
               if k.split(".")[0] in ("model", "train", "prepare") and k not in NOT_IN_KEY}
     split = [SPLIT / name for name in ("classes.csv", "train.csv", "val.csv")]
-    return resume_key(chosen | {"eval.alpha": params.eval.alpha}, split + CODE)
+    return resume_key(chosen, split + code_files("stages.train"))
 
 
 @record  # under torchrun: the failing rank's traceback goes into the job's error summary
@@ -71,39 +76,38 @@ def train(params, dist: Dist, device: torch.device) -> None:
     loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
                             t.accumulate, persistent=not t.deterministic)
     if not len(loaders["uniform"]):
-        raise BBNError(f"train.accumulate: {len(train_set)} training images are too few for {dist.world_size} "
+        raise ArgError("accumulate", f"{len(train_set)} training images are too few for {dist.world_size} "
                        f"process(es) x {t.accumulate} micro-batches of at least 2 images")
-    val = eval_loader(val_set, params.eval.batch_size, t.num_workers, device) if len(val_set) else None
-    spec = ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, head_for(t.method))
-    model = build_model(spec)
+    val = eval_loader(val_set, 0, t.num_workers, device) if len(val_set) else None
+    model = build_model(ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, method(t.method).head))
     if m.pretrained and dist.main:  # DDP copies rank 0's weights to the others: one download, not one per rank
-        print(load_pretrained(model, m.pretrained, m.pretrained_md5))
+        print(load_pretrained(model, resolve(m.pretrained), m.pretrained_md5))
 
     # rank 0 keeps the resume state (on node 0's disk) and hands it to the other ranks
-    saved = ResumeState(project_root() / "checkpoints", _resume_key(params)) if dist.main else None
+    saved = ResumeState(CHECKPOINTS, _resume_key(params)) if dist.main else None
     resume = dist.share(saved.load(model) if saved else None)
     if resume and not dist.main:
         model.load_state_dict(resume["model"])
-    tracker = Tracker(params.tracking, run_id=resume and resume["run_id"] or None, enabled=dist.main)
-    _open_run(tracker, params, resume, saved, device, dist)
+    mlrun = tracker(params.tracking, run_id=resume and resume["run_id"] or None, enabled=dist.main)
+    _open_run(mlrun, params, resume, saved, device, dist)
 
     def on_epoch(epoch: int, row: dict, state: dict) -> None:
         if not dist.main:
             return
-        saved.save(model, state, tracker.run_id)
-        tracker.log_metrics(finite(row), step=epoch + 1)
+        saved.save(model, state, mlrun.run_id)
+        mlrun.log_metrics(finite(row), step=epoch + 1)
         print(f"epoch {epoch + 1}/{t.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.4g}  "
               f"loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  val_acc {row['val_acc']:.4f}  "
               f"{row['seconds']:.1f}s", flush=True)
 
     try:
         counts = torch.tensor(classes["train_count"].tolist())
-        history = fit(model, loaders, val, t, params.eval.alpha, device, counts, on_epoch, dist, resume)
+        history = fit(model, loaders, val, t, device, counts, on_epoch, dist, resume)
     except BaseException:
-        tracker.finish("FAILED")
+        mlrun.finish("FAILED")
         raise
     if dist.main:
-        write_outputs(params, model, classes, history, tracker)
+        write_outputs(params, model, classes, history, mlrun)
         saved.finish()  # the result is DVC's to keep now
     dist.barrier()
 
@@ -116,7 +120,7 @@ def _open_run(tracker: Tracker, params, resume: dict | None, saved, device, dist
     if resume and tracker.reopen():
         print(f"train: resuming after epoch {resume['epoch']} from {saved.path}, MLflow run {tracker.run_id}")
         return
-    tracker.start(flatten(params), run_tags() | {
+    tracker.start(flatten(params), run_name=exp_name(), tags=run_tags() | {
         "device": str(device), "world_size": str(dist.world_size), "budget.epochs": str(t.epochs),
         "budget.image_size": str(t.image_size), "budget.pretrained": str(bool(params.model.pretrained))})
     tracker.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
@@ -131,8 +135,7 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     curve = pd.DataFrame(history)
     save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method,
                     t.alpha.model_dump())
-    with atomic_path(PLOTS / "learning_curve.csv") as tmp:
-        curve.to_csv(tmp, index=False)
+    write_csv(PLOTS / "learning_curve.csv", curve)
     last = history[-1]
     write_json(METRICS / "train.json", finite({
         "train_loss": last["train_loss"], "train_acc": last["train_acc"], "val_loss": last["val_loss"],
@@ -145,4 +148,4 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, KEYS)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from bbn.network import ModelSpec, build_model
+from bbn.model.network import ModelSpec, build_model
 
 
 def count(module: torch.nn.Module) -> int:

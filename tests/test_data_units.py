@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from bbn.config import DataParams, flatten, load_params, validate
-from bbn.embedded import build_archive
+from bbn.data.inat import load_categories, load_images
+from bbn.data.split import stratified_split
+from bbn.data.stats import class_counts, shot_group, summary
 from bbn.errors import BBNError
-from bbn.inat import load_categories, load_images
-from bbn.io import atomic_path
-from bbn.longtail import longtail_counts
-from bbn.metrics import classification_metrics, per_class_accuracy, topk_error
-from bbn.split import stratified_split
-from bbn.stats import class_counts, shot_group, summary
-from bbn.submission import validate_submission, write_submission
+from bbn.evaluate.metrics import classification_metrics, per_class_accuracy, topk_error
+from bbn.evaluate.submission import validate_submission, write_submission
+from bbn.files import atomic_path
+from bbn.sources.embedded import build_archive
+from bbn.sources.longtail import longtail_counts
+from stages.params import DataParams, flatten, load_params, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT, FileServer, make_repo, sh, stage
 from PIL import Image
 
-from bbn.config import DataParams
-from bbn.datasets import fetch_dataset
 from bbn.errors import BBNError
-from bbn.longtail import longtail_counts
-from conftest import ROOT, FileServer, make_repo, sh, stage
+from bbn.sources.datasets import fetch_dataset
+from bbn.sources.longtail import longtail_counts
+from stages.params import DataParams
 
 SHARED_CIFAR = ROOT.parent / "shared/data/cifar10-jpg.tar.gz"
 KINGDOMS = ["Animalia", "Animalia", "Plantae"]
@@ -125,7 +125,7 @@ def test_inat_archive_with_a_parent_path_member_is_rejected(tmp_path):
 
 
 def test_inat_missing_checksum_is_asked_for(tmp_path):
-    with pytest.raises(BBNError, match=r"data.md5: no checksum known for .*train_val2017"):
+    with pytest.raises(BBNError, match=r"^md5: no checksum known for .*train_val2017"):
         fetch_dataset(DataParams(name="inat2017", md5={"x.tar.gz": "0" * 32}), tmp_path / "out", tmp_path / "dl")
 
 
@@ -285,9 +285,9 @@ def test_imagefolder_without_test_folder_holds_out_a_test_set(tmp_path):
 
 
 def test_imagefolder_needs_a_source(tmp_path):
-    with pytest.raises(BBNError, match="data.source: required"):
+    with pytest.raises(BBNError, match="^source: required"):
         fetch_dataset(DataParams(name="imagefolder"), tmp_path / "raw", tmp_path / "dl")
-    with pytest.raises(BBNError, match="data.source: .*nowhere not found"):
+    with pytest.raises(BBNError, match="^source: .*nowhere not found"):
         fetch_dataset(DataParams(name="imagefolder", source=str(tmp_path / "nowhere")), tmp_path / "raw", tmp_path / "dl")
 
 

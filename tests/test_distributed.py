@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bbn.data import train_loaders
-from bbn.sampler import ReversedSampler, StepBatches, UniformSampler
+from bbn.data.loading import train_loaders
+from bbn.data.samplers import ReversedSampler, StepBatches, UniformSampler
 from tests.conftest import env, prepared_repo, set_params
 
 # Deterministic inputs (no crop, no flip), so only the sharding differs between the two runs.
@@ -112,10 +112,10 @@ def test_one_failing_rank_stops_the_job(ddp_repo, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(
         "import os\n"
         "if os.environ.get('RANK') == '1':\n"
-        "    import bbn.training as t\n"
+        "    import bbn.train.loop as t\n"
         "    real = t.train_epoch\n"
         "    def failing(*args, **kwargs):\n"
-        "        if args[6] == 1:\n"
+        "        if args[5] == 1:\n"
         "            raise RuntimeError('injected failure on rank 1')\n"
         "        return real(*args, **kwargs)\n"
         "    t.train_epoch = failing\n")

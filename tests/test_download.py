@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bbn.download import fetch, safe_extract
-from bbn.errors import BBNError
 from conftest import FileServer
+
+from bbn.errors import BBNError
+from bbn.sources.download import fetch, safe_extract
+
 
 def test_fetch_file_url_and_md5(tmp_path):
     src = tmp_path / "src.bin"
@@ -46,7 +47,7 @@ def test_fetch_killed_midway_resumes_and_a_corrupt_part_is_never_used(tmp_path):
     md5 = hashlib.md5(data).hexdigest()
     dest, part = tmp_path / "a.tar.gz", tmp_path / "a.tar.gz.part"
     with FileServer({"a.tar.gz": data}, pace=0.02) as server:
-        code = f"from bbn.download import fetch; fetch({server.url + 'a.tar.gz'!r}, {str(dest)!r}, {md5!r})"
+        code = f"from bbn.sources.download import fetch; fetch({server.url + 'a.tar.gz'!r}, {str(dest)!r}, {md5!r})"
         proc = subprocess.Popen([sys.executable, "-c", code])
         deadline = time.time() + 60
         while not (part.exists() and part.stat().st_size >= 1 << 20):

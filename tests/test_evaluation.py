@@ -10,13 +10,20 @@ import pytest
 import torch
 from PIL import Image
 
-from bbn.checkpoint import load_checkpoint, save_checkpoint
+from bbn.cli.predict import classify, collect_images, main
 from bbn.errors import BBNError
-from bbn.evaluation import predict_frame, write_report
-from bbn.metrics import (classification_metrics, confused_pairs, expected_calibration_error, most_confused, nll,
-                         per_class_table, reliability_bins)
-from bbn.network import ModelSpec, build_model
-from bbn.predict import classify, collect_images, main
+from bbn.evaluate.metrics import (
+    classification_metrics,
+    confused_pairs,
+    expected_calibration_error,
+    most_confused,
+    nll,
+    per_class_table,
+    reliability_bins,
+)
+from bbn.evaluate.predictions import predict_frame, write_report
+from bbn.model.checkpoint import load_checkpoint, save_checkpoint
+from bbn.model.network import ModelSpec, build_model
 
 # Four predictions over three classes; confidences avoid the 15-bin edges (k/15).
 PROBS = np.array([[0.90, 0.05, 0.05],   # conf .90, right

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import make_repo, prepared_repo, sh, stage
 from mlflow.tracking import MlflowClient
 
-from bbn.config import METHODS
-from conftest import make_repo, prepared_repo, sh, stage
+from stages.params import METHODS
 
 pytestmark = pytest.mark.pipeline
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chisquare
 
-from bbn.alpha import cumulative_alpha
-from bbn.blurpool import BlurPool
-from bbn.losses import bilateral_loss
-from bbn.network import ModelSpec, build_model, mix_logits
-from bbn.sampler import ReversedSampler, UniformSampler, reversed_weights
+from bbn.data.samplers import ReversedSampler, UniformSampler, reversed_weights
+from bbn.model.blurpool import BlurPool
+from bbn.model.network import ModelSpec, build_model, mix_logits
+from bbn.train.losses import bilateral_loss
+from bbn.train.schedules import cumulative_alpha
 
 torch.set_num_threads(1)
 C = 7  # number of classes of the test networks
@@ -291,10 +291,10 @@ def test_blurpool_halves_the_map_for_every_allowed_filter(filt):
     assert BlurPool(4, filt_size=filt, stride=2)(torch.rand(1, 4, 32, 32)).shape[-1] == 16
 
 
-def test_inference_alpha_follows_a_fixed_training_alpha():
-    from bbn.training import inference_alpha
-    assert inference_alpha("bbn", 0.5, {"schedule": "parabolic", "value": 0.5}) == 0.5
-    assert inference_alpha("bbn", 0.3, None) == 0.3
-    assert inference_alpha("bbn", 0.5, {"schedule": "fixed", "value": 0.0}) == 0.0  # rb branch only
-    assert inference_alpha("bbn", 0.5, {"schedule": "fixed", "value": 1.0}) == 1.0  # conventional only
-    assert inference_alpha("ce", 0.5, {"schedule": "fixed", "value": 0.0}) == 1.0
+def test_test_alpha_follows_a_fixed_training_alpha():
+    from bbn.model.inference import test_alpha
+    assert test_alpha({"method": "bbn", "alpha": {"schedule": "parabolic", "value": 0.5}}, 0.5) == 0.5
+    assert test_alpha({"method": "bbn", "alpha": {}}, 0.3) == 0.3
+    assert test_alpha({"method": "bbn", "alpha": {"schedule": "fixed", "value": 0.0}}, 0.5) == 0.0  # rb branch only
+    assert test_alpha({"method": "bbn", "alpha": {"schedule": "fixed", "value": 1.0}}, 0.5) == 1.0  # conventional only
+    assert test_alpha({"method": "ce", "alpha": {"schedule": "fixed", "value": 0.0}}, 0.5) == 1.0

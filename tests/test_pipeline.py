@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import make_repo, prepared_repo, sh, stage
 from mlflow.tracking import MlflowClient
 
-from bbn.inat import load_images
-from conftest import make_repo, sh, stage
+from bbn.data.inat import load_images
 
 pytestmark = pytest.mark.pipeline
 
@@ -88,7 +88,7 @@ def test_predict_prints_the_evaluation_top1(tiny_repo, repro):
     expected = dict(zip(test["image_id"].tolist(), test["category_ids"][test["logits"].argmax(1)].tolist()))
     images = load_images(next((tiny_repo / "data/raw").rglob("test.json")), labelled=False)
     picked = images.iloc[[0, len(images) // 2, len(images) - 1]]
-    out = sh(tiny_repo, sys.executable, "-m", "bbn.predict", *picked["path"], "--out", "three.csv").stdout
+    out = sh(tiny_repo, sys.executable, "-m", "bbn.cli.predict", *picked["path"], "--out", "three.csv").stdout
     rows = [line.split() for line in out.splitlines()[1:4]]
     assert [r[0] for r in rows] == list(picked["path"])
     assert [int(r[1]) for r in rows] == [expected[i] for i in picked["image_id"]]
@@ -135,6 +135,24 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     for title in ("Per-class accuracy vs training images", "Reliability", "long_tail", "confusion.png",
                   "Confusion among the most confused classes"):
         assert title in page, title
+
+
+def test_exp_run_eval_batch_size_reruns_only_evaluation(tiny_repo, repro):
+    """eval.* are no train params: a pure speed setting of evaluation never retrains the model."""
+    sh(tiny_repo, "git", "add", "-A")
+    sh(tiny_repo, "git", "commit", "-q", "-m", "before eval.batch_size")
+    out = sh(tiny_repo, "dvc", "exp", "run", "-S", "eval.batch_size=32")
+    assert "train" not in ran(out.stdout) and "evaluate" in ran(out.stdout), out.stdout
+
+
+def test_stem_antialias_on_resnet32_is_a_params_error(tmp_path):
+    repo = prepared_repo(tmp_path / "stem", {"model": {"antialias": "stem"}})
+    proc = stage(repo, "train")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and errors == [
+        "error: params.yaml: model.antialias: 'stem' blurs the stem max-pool, which resnet32 does not have; "
+        "use off or full"], proc.stderr
+    assert not (repo / "models/model.pt").exists()
 
 
 @pytest.mark.parametrize("section, key, value, words", [

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bbn.data.prepare import open_reduced, prepare_images, prepared_path
 from bbn.errors import BBNError
-from bbn.prepare import open_reduced, prepare_images, prepared_path
 
 
 def _photo(path, w, h, seed=0):

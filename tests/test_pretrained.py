@@ -10,11 +10,11 @@ import threading
 import pytest
 import torch
 import torchvision
+from conftest import make_repo, sh
 
 from bbn.errors import BBNError
-from bbn.network import ModelSpec, build_model
-from bbn.pretrained import load_pretrained
-from conftest import make_repo, sh
+from bbn.model.network import ModelSpec, build_model
+from bbn.model.pretrained import load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,9 @@ def test_own_checkpoint_fine_tunes_with_new_heads(tmp_path):
 
 def test_missing_file_and_url_without_md5(tmp_path):
     model = build_model(ModelSpec("resnet32", 4, "off", 3))
-    with pytest.raises(BBNError, match="model.pretrained: file"):
+    with pytest.raises(BBNError, match="^pretrained: file"):
         load_pretrained(model, str(tmp_path / "nope.pth"))
-    with pytest.raises(BBNError, match="model.pretrained_md5"):
+    with pytest.raises(BBNError, match="^pretrained_md5: required"):
         load_pretrained(model, "http://127.0.0.1:1/w.pth")
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bbn.cli.report import load_runs, main, select, summarise, varying_params
 from bbn.errors import BBNError
-from bbn.report import load_runs, main, select, summarise, varying_params
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["test_top1_error", "test_many_acc", "test_medium_acc", "test_few_acc"]
@@ -136,7 +136,7 @@ def test_errors_name_the_problem(store, tmp_path, extra, message):
 
 
 def test_cli_exits_1_with_one_line(store, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bbn.report", *args(store, tmp_path, "--group-by", "nope")],
+    proc = subprocess.run([sys.executable, "-m", "bbn.cli.report", *args(store, tmp_path, "--group-by", "nope")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown --group-by param 'nope'")

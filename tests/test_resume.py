@@ -79,7 +79,7 @@ def test_sigkill_mid_training_then_dvc_repro_resumes_bit_identical(repo):
 
 def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_state(repo, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(
-        "import bbn.training as t\n"
+        "import bbn.train.loop as t\n"
         "real = t.bilateral_loss\n"
         "calls = []\n"
         "def poisoned(z, y_c, y_r, alpha):\n"
@@ -92,7 +92,8 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_state(repo, tmp_pa
     proc = _train(repo, {"PYTHONPATH": f"{tmp_path}{os.pathsep}{env()['PYTHONPATH']}"})
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1
-    assert err.strip().splitlines() == ["error: training diverged: loss is nan at epoch 2, step 2; lower train.lr"]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: training diverged: loss is nan at epoch 2, step 2; lower the learning rate"]
     assert not (repo / "models" / "model.pt").exists()
     [state] = _state(repo)
     assert torch.load(state, weights_only=True)["epoch"] == 1  # the last good epoch is kept
@@ -110,7 +111,7 @@ def test_unusable_mlflow_store_does_not_stop_training(repo):
     assert "val_acc" in (repo / "metrics" / "train.json").read_text()
     assert len(pd.read_csv(repo / "plots" / "learning_curve.csv")) == 2
     # later, with a store that works: the run is re-logged from those files
-    relog = sh(repo, sys.executable, "-m", "bbn.relog", "--uri", f"sqlite:///{repo}/later.db")
+    relog = sh(repo, sys.executable, "-m", "stages.relog", "--uri", f"sqlite:///{repo}/later.db")
     run_id = relog.stdout.split()[-1]
     with sqlite3.connect(repo / "later.db") as db:
         steps = db.execute("select step from metrics where run_uuid=? and key='val_acc' order by step",

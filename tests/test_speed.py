@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from bbn.config import TrainParams
-from bbn.network import ModelSpec, build_model
-from bbn.sampler import UniformSampler
-from bbn.training import fit, predict
+from bbn.data.samplers import UniformSampler
+from bbn.model.inference import predict
+from bbn.model.network import ModelSpec, build_model
+from bbn.train.loop import fit
+from stages.params import TrainParams
 
 OPTIONS = [{"amp": "bf16"}, {"amp": "fp16"}, {"channels_last": True}, {"single_pass": True}]
 
@@ -22,7 +23,7 @@ def _fit(options: dict, epochs: int = 1):
     loaders = {k: DataLoader(data, batch_size=16, sampler=UniformSampler(64, seed=1)) for k in ("uniform", "reversed")}
     model = build_model(ModelSpec("resnet32", 4, "full"))
     p = TrainParams(epochs=epochs, warmup_epochs=0, lr_steps=[99], lr=0.05, **options)
-    history = fit(model, loaders, None, p, 0.5, torch.device("cpu"), torch.ones(4))
+    history = fit(model, loaders, None, p, torch.device("cpu"), torch.ones(4))
     return model, history
 
 
@@ -93,7 +94,7 @@ def _three_epochs() -> dict[str, float]:
                    for k in ("uniform", "reversed")}
         model = build_model(ModelSpec("resnet32", 10, "full"))
         p = TrainParams(epochs=3, tmax=3, warmup_epochs=0, lr_steps=[99], lr=0.05, **options)
-        fit(model, loaders, None, p, 0.5, torch.device("cpu"), torch.bincount(y))
+        fit(model, loaders, None, p, torch.device("cpu"), torch.bincount(y))
         logits, _ = predict(model, DataLoader(TensorDataset(tx, ty), batch_size=256), torch.device("cpu"))
         accuracy[name] = float((logits.argmax(1) == ty.numpy()).mean())
     return accuracy

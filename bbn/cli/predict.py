@@ -1,0 +1,114 @@
+"""Classify images with a trained checkpoint: ``bbn-predict --checkpoint models/model.pt photos/``.
+
+Inputs are image files, folders (searched recursively for image files) or ``.txt`` files that
+list one image path per line. The CSV holds, per image, the top-1 category id, name and
+probability, and the top-k ids and probabilities (space-separated, best first). The images go
+through exactly the evaluation stage's transform and both-branch inference, so the top-1 agrees
+with ``predictions/test.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bbn.data.decode import IMAGE_SUFFIXES
+from bbn.errors import BBNError, run
+from bbn.evaluate.metrics import softmax
+from bbn.evaluate.predictions import predict_frame
+from bbn.files import atomic_path
+from bbn.model.checkpoint import load_checkpoint
+from bbn.model.inference import resolve_device, test_alpha
+
+
+def collect_images(inputs: list[str]) -> list[str]:
+    """Image paths from files, folders and list files, in the order given (folders sorted)."""
+    paths: list[str] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.suffix.lower() == ".txt" and item.is_file():
+            base = item.parent
+            for n, line in enumerate(item.read_text().splitlines(), 1):
+                if line.strip():
+                    path = Path(line.strip())
+                    path = path if path.is_absolute() or path.exists() else base / path
+                    if not path.is_file():
+                        raise BBNError(f"{item}:{n}: {line.strip()}: no such image file")
+                    paths.append(str(path))
+        elif item.is_file():
+            paths.append(str(item))
+        else:
+            raise BBNError(f"{item}: no such file or folder")
+    if not paths:
+        raise BBNError(f"no images found in {' '.join(inputs)}")
+    return paths
+
+
+def classify(checkpoint: str | Path, paths: list[str], top_k: int = 5, batch_size: int = 0,
+             alpha: float | None = None, tta_flip: bool = False, device: str = "auto") -> pd.DataFrame:
+    """One row per image: path, category_id, name, probability, top-k ids and probabilities."""
+    dev = resolve_device(device)
+    model, ckpt = load_checkpoint(checkpoint, dev)
+    frame = pd.DataFrame({"path": paths, "category_id": -1})
+    if alpha is None:  # as the evaluation stage: what the model's method declares (bbn.methods)
+        alpha = test_alpha(ckpt, 0.5)
+    logits, _ = predict_frame(model, ckpt, frame, "predict", batch_size, 0, alpha, tta_flip, dev)
+    probs = softmax(logits.astype(np.float64))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    ids, names = np.asarray(ckpt["category_ids"]), np.asarray(ckpt["names"], dtype=object)
+    top = probs[np.arange(len(paths))[:, None], order]
+    return pd.DataFrame({
+        "path": paths,
+        "category_id": ids[order[:, 0]],
+        "name": names[order[:, 0]],
+        "probability": top[:, 0].round(6),
+        f"top{top_k}_category_ids": [" ".join(map(str, ids[row])) for row in order],
+        f"top{top_k}_probabilities": [" ".join(f"{p:.6f}" for p in row) for row in top],
+    })
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="bbn-predict", description=__doc__.split("\n")[0])
+    ap.add_argument("inputs", nargs="+", help="image files, folders, or .txt files listing image paths")
+    ap.add_argument("--checkpoint", default="models/model.pt", help="a models/model.pt of this project")
+    ap.add_argument("--out", default="predict.csv", help="CSV to write (default: predict.csv)")
+    ap.add_argument("--top-k", type=int, default=5, help="categories per image in the CSV (default 5)")
+    ap.add_argument("--batch-size", type=int, default=0, help="default 0: 64 on CPU, 256 on GPU")
+    ap.add_argument("--alpha", type=float, default=None,
+                    help="branch weight at inference (default: 0.5 for BBN, 1 for a baseline, as evaluate)")
+    ap.add_argument("--tta-flip", action="store_true", help="average with the horizontal mirror")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--show", type=int, default=20, help="rows to print (default 20)")
+    args = ap.parse_args(argv)
+    if args.top_k < 1:
+        ap.error("--top-k must be >= 1")
+    if args.batch_size < 0:
+        ap.error("--batch-size must be >= 0 (0: by device)")
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        ap.error("--alpha must be in [0, 1]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    table = classify(args.checkpoint, collect_images(args.inputs), args.top_k, args.batch_size,
+                     args.alpha, args.tta_flip, args.device)
+    with atomic_path(Path(args.out), suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    shown = table[["path", "category_id", "name", "probability"]].head(args.show)
+    print(shown.to_string(index=False))
+    more = len(table) - len(shown)
+    print(f"{len(table)} images classified{f' ({more} more not shown)' if more > 0 else ''}: {args.out}")
+
+
+def cli() -> None:
+    run(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

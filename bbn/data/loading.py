@@ -1,0 +1,106 @@
+"""Images to tensors: the Dataset, the train/eval transforms and the two BBN loaders."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from bbn.data.decode import decode
+from bbn.data.samplers import ClassBalancedSampler, ReversedSampler, StepBatches, UniformSampler, rank_seed
+from bbn.errors import BBNError
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class ImageList(Dataset):
+    """(image, class index) pairs from file paths, decoded to uint8 tensors and transformed on them.
+
+    ``decode_size`` > 0: large JPEGs are decoded at the smallest DCT scale whose short side is still
+    at least that (a large original costs a fraction of a full decode).
+    """
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], transform, decode_size: int = 0):
+        self.paths, self.targets, self.transform = list(paths), list(targets), transform
+        self.decode_size = decode_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            with open(self.paths[i], "rb") as fh:
+                image = decode(fh.read(), self.decode_size)
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "not an image"
+            raise BBNError(f"{self.paths[i]}: cannot read image ({exc})") from None
+        return self.transform(image), self.targets[i]
+
+
+class _Contiguous(torch.nn.Module):
+    """Crops and flips leave strided views of the decoded (H, W, C) buffer; the float conversion and
+    normalisation run ~7x faster on a contiguous tensor (measured: 0.88 ms vs 0.12 ms at 224 px)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
+
+
+def _normalise() -> list:
+    return [_Contiguous(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+
+
+def train_transform(image_size: int, crop_padding: int, hflip: bool) -> v2.Compose:
+    """CIFAR-style: resize, random crop from a zero-padded image, optional horizontal flip."""
+    ops: list = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+    if crop_padding:
+        ops.append(v2.RandomCrop(image_size, padding=crop_padding))
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops + _normalise())
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)] + _normalise())
+
+
+def resolve_workers(num_workers: int, share: int = 1) -> int:
+    """``num_workers`` -1: the CPUs this process may use, shared among ``share`` loaders that run
+    side by side (BBN's uniform and reversed loaders)."""
+    if num_workers >= 0:
+        return num_workers
+    share *= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: processes on this node
+    return max(1, len(os.sched_getaffinity(0)) // share)
+
+
+def _loader(dataset: Dataset, num_workers: int, persistent: bool = True, **batching) -> DataLoader:
+    extra = {"persistent_workers": persistent, "prefetch_factor": 4} if num_workers > 0 else {}
+    return DataLoader(dataset, num_workers=num_workers, pin_memory=torch.cuda.is_available(), **batching, **extra)
+
+
+def train_loaders(dataset: ImageList, batch_size: int, num_workers: int, seed: int, rank: int = 0,
+                  world_size: int = 1, accumulate: int = 1, persistent: bool = True) -> dict[str, DataLoader]:
+    """The 'uniform' and 'reversed' loaders of BBN (of equal length, zipped batch by batch) and the
+    'balanced' loader of the re-sampling baselines, each yielding this rank's micro-batches of
+    ``batch_size`` (``StepBatches``). Workers start only for the loaders iterated; ``persistent``
+    False restarts them every epoch, seeded from that epoch's RNG (``train.deterministic``)."""
+    n, mine = len(dataset), rank_seed(seed, rank)
+    samplers = {"uniform": UniformSampler(n, seed=seed),  # one permutation, shared out among ranks
+                "reversed": ReversedSampler(dataset.targets, num_samples=n, seed=mine),
+                "balanced": ClassBalancedSampler(dataset.targets, num_samples=n, seed=mine)}
+    workers = resolve_workers(num_workers, share=2)
+    return {name: _loader(dataset, workers, persistent,
+                          batch_sampler=StepBatches(s, batch_size, world_size, rank, accumulate))
+            for name, s in samplers.items()}
+
+
+def eval_batch_size(batch_size: int, device: torch.device) -> int:
+    """``eval.batch_size`` 0: 64 on CPU, where larger batches ran slower (ResNet-32, 32 px, one
+    thread: 256 img/s at 64 vs 194 at 256; bench/README.md), 256 on accelerators."""
+    return batch_size or (64 if device.type == "cpu" else 256)
+
+
+def eval_loader(dataset: ImageList, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+    """Evaluation batches in dataset order; ``batch_size`` 0 chooses by device (``eval_batch_size``)."""
+    return _loader(dataset, resolve_workers(num_workers), batch_size=eval_batch_size(batch_size, device))

@@ -1,0 +1,79 @@
+"""The prepared image cache: every image stored once at the short side training needs.
+
+iNaturalist's originals are ~800 px JPEGs; decoding one costs far more than the network step at
+100-224 px. The ``prepare`` stage decodes each original once (at reduced size where JPEG allows:
+PIL's ``draft`` lets libjpeg's DCT scaling skip most of the work), resizes it so its short side is
+``prepare.short_side`` (the largest image size the experiments use), and stores it as a JPEG with the
+same relative path. Training and evaluation then read the small copies; image-size ablations up to
+``short_side`` all reuse them. Images already small enough are copied byte for byte (not linked:
+the folder may go into a hard-link cache, which must not adopt the user's own files).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from bbn.data.decode import open_reduced
+from bbn.errors import BBNError
+
+PARALLEL_FROM = 500  # below this, worker start-up costs more than it saves
+
+
+def resize_short(img: Image.Image, short_side: int) -> Image.Image:
+    w, h = img.size
+    if min(w, h) <= short_side:
+        return img
+    scale = short_side / min(w, h)
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=None)
+
+
+def prepare_one(src: str, dst: str, short_side: int, quality: int = 95) -> None:
+    dst_path = Path(dst)
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as probe:
+        small = min(probe.size) <= short_side
+    if small:  # nothing to gain from re-encoding
+        shutil.copyfile(src, dst_path)
+        return
+    with open_reduced(src, short_side) as img:
+        resize_short(img.convert("RGB"), short_side).save(dst_path, format="JPEG", quality=quality)
+
+
+def _safe(args: tuple[str, str], short_side: int, quality: int) -> str:
+    try:
+        prepare_one(args[0], args[1], short_side, quality)
+        return ""
+    except (OSError, ValueError) as exc:
+        return f"{args[0]}: {exc}"
+
+
+def prepare_images(sources: list[str], targets: list[str], short_side: int, quality: int = 95,
+                   workers: int | None = None) -> None:
+    """Write each ``sources[i]`` to ``targets[i]`` with its short side reduced to ``short_side``."""
+    pairs = list(zip(sources, targets))
+    workers = workers or os.cpu_count() or 1
+    bar = dict(total=len(pairs), desc="prepare images", unit="img", disable=None, leave=False)
+    job = partial(_safe, short_side=short_side, quality=quality)
+    if len(pairs) < PARALLEL_FROM or workers == 1:
+        errors = [job(p) for p in tqdm(pairs, **bar)]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            errors = list(tqdm(pool.map(job, pairs, chunksize=64), **bar))
+    failed = [e for e in errors if e]
+    if failed:
+        raise BBNError(f"prepare: {len(failed)} image(s) failed, e.g. {failed[0]}")
+
+
+def prepared_path(path: str, raw: str = "data/raw", prepared: str = "data/prepared") -> str:
+    """Where the prepared copy of ``data/raw/<rel>`` lives: ``data/prepared/<rel>``."""
+    rel = os.path.relpath(path, raw)
+    if rel.startswith(".."):
+        raise BBNError(f"{path}: not below {raw}")
+    return os.path.join(prepared, rel)

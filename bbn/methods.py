@@ -1,0 +1,78 @@
+"""The training methods: one registry entry per ``train.method``, the only place that tells them apart.
+
+Each entry declares whether the method is bilateral (BBN: two branches fed by the uniform and the
+reversed sampler, mixed by the cumulative-learning alpha), which sampler feeds a single-branch
+method in each epoch, its loss (a key of ``bbn.train.losses.LOSSES``), its classifier head and its
+branch weight at test time. Single-branch baselines train the conventional branch alone (a plain
+ResNet, ``BilateralNet.conventional``):
+
+    method            sampler (before / from defer_epoch)   loss
+    bbn               uniform + reversed                    bilateral CE (Zhou et al. 2020, eq. 3)
+    ce                uniform                               cross-entropy
+    ce_rs             class-balanced                        cross-entropy
+    ce_drs            uniform / class-balanced              cross-entropy (Cao et al. 2019)
+    ce_drw            uniform                               CE / CE weighted by effective numbers
+    focal             uniform                               focal (Lin et al. 2017)
+    cb_focal          uniform                               focal weighted by effective numbers (Cui et al. 2019)
+    ldam_drw          uniform                               LDAM, cosine classifier, DRW weights (Cao et al. 2019)
+    logit_adjust      uniform                               logit-adjusted CE (Menon et al. 2021)
+    balanced_softmax  uniform                               balanced softmax (Ren et al. 2020)
+
+This module imports nothing heavy: the params schema, training and inference all read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method. ``sampler``: 'uniform', 'balanced' or 'deferred' (uniform, then
+    class-balanced from ``defer_epoch``); ignored for a bilateral method, which always draws one
+    uniform and one reversed batch per step."""
+
+    loss: str
+    bilateral: bool = False
+    sampler: str = "uniform"
+    head: str = "linear"  # linear | cosine (LDAM's normalised classifier)
+
+    def samplers(self, epoch: int, defer_epoch: int) -> tuple[str, ...]:
+        """The training loaders that feed ``epoch`` (0-based), zipped batch by batch."""
+        if self.bilateral:
+            return ("uniform", "reversed")
+        if self.sampler == "balanced" or (self.sampler == "deferred" and epoch >= defer_epoch):
+            return ("balanced",)
+        return ("uniform",)
+
+    def test_alpha(self, schedule: str, value: float, eval_alpha: float) -> float:
+        """The branch weight at test time. Bilateral with a cumulative schedule: ``eval_alpha`` (0.5
+        weighs both branches equally, as the paper tests). Bilateral with alpha fixed: that value,
+        since a branch trained with weight 0 never received a gradient. Single-branch: 1 (the
+        conventional branch alone)."""
+        if not self.bilateral:
+            return 1.0
+        return float(value) if schedule == "fixed" else float(eval_alpha)
+
+
+METHODS: dict[str, Method] = {
+    "bbn": Method("bilateral", bilateral=True),
+    "ce": Method("ce"),
+    "ce_rs": Method("ce", sampler="balanced"),
+    "ce_drs": Method("ce", sampler="deferred"),
+    "ce_drw": Method("ce_drw"),
+    "focal": Method("focal"),
+    "cb_focal": Method("cb_focal"),
+    "ldam_drw": Method("ldam_drw", head="cosine"),
+    "logit_adjust": Method("logit_adjust"),
+    "balanced_softmax": Method("balanced_softmax"),
+}
+
+
+def method(name: str) -> Method:
+    """The registry entry of ``name``; ``ArgError('method')`` names the known methods."""
+    from bbn.errors import ArgError
+
+    if name not in METHODS:
+        raise ArgError("method", f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,294 @@
+"""The training loop, readable in one sitting: one loop for every method, a step per method.
+
+Per epoch T (0-based): the method (``bbn.methods``) names the loaders and the step. BBN: alpha =
+cumulative_alpha(T); for each pair of batches (uniform x_c, y_c) and (reversed x_r, y_r): logits of
+both branches, z = alpha*W_c f_c + (1-alpha)*W_r f_r, loss = alpha*CE(z, y_c) + (1-alpha)*CE(z, y_r)
+(Zhou et al. 2020, eq. 3), one SGD step. A baseline: one loader, its loss on the conventional branch.
+Then validation on the val split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from bbn.errors import ArgError, BBNError
+from bbn.methods import method
+from bbn.model.inference import validate
+from bbn.model.network import BilateralNet, mix_logits
+from bbn.train.distributed import Dist, effective_lr, wrap
+from bbn.train.losses import LossFn, bilateral_loss, loss_for
+from bbn.train.schedules import cumulative_alpha, lr_at
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: torch.nn.Module, p) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum,
+                           weight_decay=p.weight_decay, nesterov=p.nesterov and p.momentum > 0)
+
+
+@dataclass
+class _Meter:
+    """Sums of a weighted quantity over an epoch."""
+
+    total: float = 0.0
+    weight: float = 0.0
+
+    def add(self, value: float, weight: float) -> None:
+        self.total += value * weight
+        self.weight += weight
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.weight if self.weight else float("nan")
+
+    @staticmethod
+    def global_means(meters: list["_Meter"], dist: Dist) -> list[float]:
+        """The meters' means over every rank's images (one all-reduce)."""
+        sums = dist.sums([x for m in meters for x in (m.total, m.weight)])
+        return [t / w if w else float("nan") for t, w in zip(sums[::2], sums[1::2])]
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Opt-in speed options (all off by default; see README for what each trades)."""
+
+    amp: str = "off"  # off | bf16 | fp16: autocast of the forward pass (fp16 with a GradScaler)
+    channels_last: bool = False  # NHWC tensors: faster convolutions on most GPUs and oneDNN CPUs
+    single_pass: bool = False  # one trunk call over both batches (BatchNorm statistics pooled)
+
+    @classmethod
+    def of(cls, p) -> "Speed":
+        return cls(p.amp, p.channels_last, p.single_pass)
+
+    def autocast(self, device: torch.device):
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype, enabled=self.amp != "off")
+
+    def to(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
+
+
+class Branches(nn.Module):
+    """The training forward as one module call, so DistributedDataParallel sees it: both branches
+    (BBN) or, with no re-balancing batch, the conventional branch alone (the baselines)."""
+
+    def __init__(self, net: BilateralNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False):
+        if x_r is None:
+            return self.net.conventional(x_c)
+        return self.net.branch_logits(x_c, x_r, single_pass=single_pass)
+
+
+class _Steps:
+    """Optimizer steps over micro-batches: ``accumulate`` backward passes per step (DDP's gradient
+    all-reduce only on the last of them), each loss scaled by 1/accumulate."""
+
+    def __init__(self, model: nn.Module, optimizer, scaler: torch.amp.GradScaler | None, accumulate: int):
+        self.model, self.optimizer, self.scaler, self.accumulate = model, optimizer, scaler, accumulate
+        self.scaling = scaler is not None and scaler.is_enabled()
+        self.count = 0  # optimizer steps taken
+
+    def context(self, micro: int):
+        """Around forward and backward of micro-batch ``micro``: no gradient sync before the last."""
+        last = micro % self.accumulate == self.accumulate - 1
+        no_sync = getattr(self.model, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+    def backward(self, loss: torch.Tensor, micro: int) -> None:
+        if micro % self.accumulate == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        loss = loss / self.accumulate
+        (self.scaler.scale(loss) if self.scaling else loss).backward()
+        if micro % self.accumulate == self.accumulate - 1:
+            if self.scaling:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.count += 1
+
+
+def _set_epoch(loader: DataLoader, epoch: int) -> None:
+    sampler = getattr(loader.batch_sampler, "set_epoch", None) and loader.batch_sampler
+    (sampler or loader.sampler).set_epoch(epoch)
+
+
+def _forward_module(model: nn.Module) -> nn.Module:
+    return Branches(model) if isinstance(model, BilateralNet) else model
+
+
+def prepare_model(model: BilateralNet, p, device: torch.device) -> BilateralNet:
+    """Device, memory format and (in place, names unchanged) torch.compile of the heavy parts."""
+    model.to(device)
+    if p.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if p.compile:
+        # BBN_COMPILE_BACKEND (e.g. aot_eager) traces without generating code: for debugging, and
+        # for CPU tests, where inductor's C++ build of a ResNet takes minutes.
+        backend = os.environ.get("BBN_COMPILE_BACKEND", "inductor")
+        for part in (model.trunk, model.cb_block, model.rb_block):
+            part.compile(backend=backend)
+    return model
+
+
+def _correct(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return (logits.argmax(1) == y).float().mean().item()
+
+
+Step = Callable[[nn.Module, list], tuple[torch.Tensor, dict[str, float]]]
+
+
+def bilateral_step(alpha: float, single_pass: bool = False) -> Step:
+    """BBN's step (Zhou et al. 2020, eq. 3): z = alpha W_c f_c + (1 - alpha) W_r f_r on the uniform
+    batch (x_c, y_c) and the reversed batch (x_r, y_r); loss alpha CE(z, y_c) + (1 - alpha) CE(z, y_r).
+    The training accuracy is BBN's: alpha-weighted hits of z on both labels."""
+    def step(forward: nn.Module, batches: list) -> tuple[torch.Tensor, dict[str, float]]:
+        (x_c, y_c), (x_r, y_r) = batches
+        logits_c, logits_r = forward(x_c, x_r, single_pass=single_pass)
+        z = mix_logits(logits_c, logits_r, alpha)
+        loss = bilateral_loss(z.float(), y_c, y_r, alpha)
+        return loss, {"train_acc": alpha * _correct(z, y_c) + (1 - alpha) * _correct(z, y_r),
+                      "train_acc_conventional": _correct(logits_c, y_c),
+                      "train_acc_rebalancing": _correct(logits_r, y_r)}
+    return step
+
+
+def single_step(loss_fn: LossFn) -> Step:
+    """A single-branch baseline's step: the conventional branch, one batch, one loss."""
+    def step(forward: nn.Module, batches: list) -> tuple[torch.Tensor, dict[str, float]]:
+        ((x, y),) = batches
+        logits = forward(x).float()
+        acc = _correct(logits, y)
+        return loss_fn(logits, y), {"train_acc": acc, "train_acc_conventional": acc}
+    return step
+
+
+ROW = ("train_loss", "train_acc", "train_acc_conventional", "train_acc_rebalancing")
+
+
+def train_epoch(model: nn.Module, loaders: list[DataLoader], step: Step, optimizer, device: torch.device,
+                epoch: int, speed: Speed = Speed(), scaler: torch.amp.GradScaler | None = None,
+                accumulate: int = 1, dist: Dist = Dist()) -> dict[str, float]:
+    """One epoch over ``loaders`` zipped batch by batch (BBN: uniform and reversed; a baseline: one),
+    ``step`` giving each micro-batch's loss and accuracies. ``model``: the network, or its
+    ``Branches`` in DDP. Returns the epoch's means over every rank's images (NaN where a step
+    reports nothing, e.g. the re-balancing branch of a baseline) and the optimizer steps taken."""
+    forward = _forward_module(model)
+    forward.train()
+    for loader in loaders:
+        _set_epoch(loader, epoch)
+    steps = _Steps(forward, optimizer, scaler, accumulate)
+    meters = {k: _Meter() for k in ROW}
+    batches = tqdm(zip(*loaders), total=len(loaders[0]), desc=f"epoch {epoch + 1}",
+                   disable=None if dist.main else True, leave=False)
+    for micro, pairs in enumerate(batches):
+        pairs = [(speed.to(x, device), y.to(device, non_blocking=True)) for x, y in pairs]
+        with steps.context(micro):
+            with speed.autocast(device):
+                loss, accs = step(forward, pairs)
+            _check_finite(loss, epoch, micro // accumulate)
+            steps.backward(loss, micro)
+        n = len(pairs[0][1])
+        for k, v in {"train_loss": loss.item(), **accs}.items():
+            meters[k].add(v, n)
+    return dict(zip(ROW, _Meter.global_means(list(meters.values()), dist))) | {"steps": steps.count}
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise BBNError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                       "lower the learning rate")
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The RNG seed of one rank's epoch: every epoch starts from a known state, so a resumed run
+    replays the epochs after its checkpoint as an uninterrupted one would (no RNG state to save).
+    Exactly so with ``train.deterministic``, which also restarts DataLoader workers every epoch;
+    persistent workers otherwise keep the RNG state they started with."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
+def epoch_step(p, epoch: int, counts: torch.Tensor) -> tuple[float, tuple[str, ...], Step]:
+    """(alpha, loader names, step) of 0-based ``epoch`` for the method ``p.method`` declares
+    (``bbn.methods``): BBN's cumulative alpha and bilateral step, or a baseline's sampler and loss."""
+    m = method(p.method)
+    names = m.samplers(epoch, p.baseline.defer_epoch)
+    if m.bilateral:
+        alpha = cumulative_alpha(epoch, p.tmax, p.alpha.schedule, p.alpha.value)
+        return alpha, names, bilateral_step(alpha, p.single_pass)
+    return 1.0, names, single_step(loss_for(m.loss, p.baseline, counts, epoch))
+
+
+def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | None, p, device: torch.device,
+        counts: torch.Tensor, on_epoch: Callable[[int, dict, dict], None] = lambda epoch, row, state: None,
+        dist: Dist = Dist(), resume: dict | None = None) -> list[dict]:
+    """Train for ``p.epochs`` epochs; ``on_epoch(epoch, row, state)`` sees every epoch's numbers and
+    the state to checkpoint (optimizer, scaler, history).
+
+    ``p``: the training arguments (the train section's fields: method, epochs, lr, ... ``val_alpha``);
+    ``loaders``: the 'uniform', 'reversed' and 'balanced' training loaders; ``counts`` (C,): training
+    images per class (for the baselines' losses). ``resume``: such a state; training continues after
+    its last epoch (the model's weights are the caller's to restore). Only rank 0 validates.
+    Raises ``ArgError('sync_bn')`` for SyncBatchNorm on CPUs, ``BBNError`` when the loss diverges.
+    """
+    if p.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
+        torch.use_deterministic_algorithms(True)
+    prepare_model(model, p, device)
+    if p.sync_bn and dist.enabled and device.type == "cpu":
+        raise ArgError("sync_bn", "SyncBatchNorm needs GPUs (PyTorch has no CPU version)")
+    m = method(p.method)
+    forward = wrap(Branches(model), dist, device, p.sync_bn, unused_parameters=not m.bilateral)
+    optimizer, speed = make_optimizer(model, p), Speed.of(p)
+    scaler = speed.scaler(device)
+    history = list(resume["history"]) if resume else []
+    if resume:
+        optimizer.load_state_dict(resume["optimizer"])
+        scaler.load_state_dict(resume["scaler"])
+    val_alpha = m.test_alpha(p.alpha.schedule, p.alpha.value, p.val_alpha)
+    peak = effective_lr(p, dist.world_size)
+    for epoch in range(len(history), p.epochs):
+        seed_everything(epoch_seed(p.seed, dist.rank, epoch))
+        start = time.perf_counter()
+        lr = lr_at(epoch, peak, p.warmup_epochs, p.lr_steps, p.lr_factor)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        alpha, names, step = epoch_step(p, epoch, counts)
+        row = {"epoch": epoch + 1, "alpha": alpha, "lr": lr}
+        row |= train_epoch(forward, [loaders[n] for n in names], step, optimizer, device, epoch, speed, scaler,
+                           p.accumulate, dist)
+        row |= validate(model, val if dist.main else None, device, val_alpha)
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        on_epoch(epoch, row, {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                              "history": history})
+    return history
+
+
+def finite(row: dict) -> dict:
+    """The entries of ``row`` that are finite numbers (NaN has no place in tracked metrics)."""
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)}
