@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from bbn.data.decode import IMAGE_SUFFIXES
 from bbn.errors import ArgError, BBNError
+from bbn.files import atomic_dir, locked, remove_stale
 from bbn.sources import cifar, embedded, imagefolder
 from bbn.sources.download import fetch, md5sum, safe_extract, verified
 from bbn.sources.layout import Record, link, write_dataset
@@ -108,13 +109,16 @@ def _is_python_cifar(path: Path) -> bool:
 
 def _unpacked(archive: Path, downloads: Path, md5: str | None = None) -> Path:
     """``archive`` extracted once under ``downloads/extracted`` (kept while the archive is unchanged),
-    so that rebuilding data/raw, e.g. in a queued experiment's copy of the repo, only links files."""
-    dest = downloads / "extracted" / f"{archive.name}-{(md5 or md5sum(archive))[:12]}"
-    if not dest.is_dir():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-            safe_extract(archive, Path(tmp) / "x")
-            Path(tmp, "x").rename(dest)
+    so that rebuilding data/raw, e.g. in a queued experiment's copy of the repo, only links files.
+    Extraction runs under a lock (one extraction per archive); what a killed one left is removed."""
+    extracted = downloads / "extracted"
+    dest = extracted / f"{archive.name}-{(md5 or md5sum(archive))[:12]}"
+    extracted.mkdir(parents=True, exist_ok=True)
+    with locked(extracted / ".lock"):
+        remove_stale(extracted, "tmp*")  # the temporary folders of earlier versions
+        if not dest.is_dir():
+            with atomic_dir(dest) as tmp:
+                safe_extract(archive, tmp)
     return dest
 
 
