@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bbn.data.decode import IMAGE_SUFFIXES
+from bbn.data.decode import is_image_name
 from bbn.errors import BBNError, run
 from bbn.evaluate.metrics import softmax
 from bbn.evaluate.predictions import predict_frame
@@ -30,7 +30,7 @@ def collect_images(inputs: list[str]) -> list[str]:
     paths: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            paths += sorted(str(p) for p in item.rglob("*") if is_image_name(p.relative_to(item)))
         elif item.suffix.lower() == ".txt" and item.is_file():
             base = item.parent
             for n, line in enumerate(item.read_text().splitlines(), 1):

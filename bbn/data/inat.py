@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bbn.data.decode import is_os_metadata
 from bbn.errors import BBNError
 
 
@@ -20,7 +21,7 @@ def find_json(root: str | Path, prefix: str) -> Path:
     """The one ``<prefix>*.json`` in ``root`` or one folder below (``train2019.json``, ``digits/train.json``)."""
     root = Path(root)
     found = sorted(p for p in [*root.glob(f"{prefix}*.json"), *root.glob(f"*/{prefix}*.json")]
-                   if not p.name.startswith("."))
+                   if not p.name.startswith(".") and not is_os_metadata(p.relative_to(root)))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)}"
         raise BBNError(f"{root}: expected one {prefix}*.json, found {what}: {[str(p) for p in found]}")

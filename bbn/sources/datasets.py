@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bbn.data.decode import IMAGE_SUFFIXES
+from bbn.data.decode import is_image_name, is_os_metadata
 from bbn.errors import ArgError, BBNError
 from bbn.files import atomic_dir, locked, remove_stale
 from bbn.sources import cifar, embedded, imagefolder
@@ -72,8 +72,9 @@ def _source_tree(p, downloads: Path) -> Path:
 
 
 def _link_tree(src: Path, out: Path) -> None:
-    """Hard-link an extracted dataset (JSONs and images) into ``out``, file by file."""
-    files = [f for f in src.rglob("*") if f.is_file() and (f.suffix == ".json" or f.suffix.lower() in IMAGE_SUFFIXES)]
+    """Hard-link an extracted dataset (JSONs and images, no OS metadata) into ``out``, file by file."""
+    files = [f for f in src.rglob("*") if f.is_file() and not is_os_metadata(f.relative_to(src))
+             and (f.suffix == ".json" or is_image_name(f.name))]
     for f in tqdm(files, desc=f"link {src.name}", unit="file", disable=None, leave=False):
         dst = out / f.relative_to(src)
         dst.parent.mkdir(parents=True, exist_ok=True)

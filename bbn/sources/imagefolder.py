@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bbn.data.decode import IMAGE_SUFFIXES
+from bbn.data.decode import is_image_name, is_os_metadata
 from bbn.errors import BBNError
 from bbn.sources.layout import Record
 from bbn.sources.longtail import longtail_subsample
@@ -22,13 +22,19 @@ RESERVED = {"train", "test", "val"}
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Image files below ``folder``, none inside OS metadata (``__MACOSX/``, ``._*``: ``is_os_metadata``)."""
+    return sorted(p for p in folder.rglob("*") if is_image_name(p.relative_to(folder)) and p.is_file())
+
+
+def _folders(root: Path) -> list[Path]:
+    """The sub-folders of ``root`` that may hold data: not hidden, not OS metadata."""
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and not is_os_metadata(d.name))
 
 
 def find_root(root: Path) -> Path:
     """Descend through single wrapper folders (an archive's ``cifar10/``) to the tree itself."""
     while True:
-        subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        subdirs = _folders(root)
         if len(subdirs) == 1 and subdirs[0].name not in RESERVED and not _has_images_directly(root):
             root = subdirs[0]
         else:
@@ -36,7 +42,7 @@ def find_root(root: Path) -> Path:
 
 
 def _has_images_directly(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    return any(is_image_name(p.name) for p in folder.iterdir())
 
 
 Item = tuple[Path, int, str]  # file, class index (-1: unlabelled), path below its split's folder
@@ -46,8 +52,7 @@ def scan(root: Path) -> tuple[list[str], list[Item], list[Item] | None]:
     """(class names, training items, test items or None when there is no test/)."""
     root = find_root(root)
     train_root = root / "train" if (root / "train").is_dir() else root
-    classes = sorted(d.name for d in train_root.iterdir() if d.is_dir() and d.name not in RESERVED
-                     and not d.name.startswith("."))
+    classes = [d.name for d in _folders(train_root) if d.name not in RESERVED]
     if not classes:
         raise BBNError(f"{train_root}: no class folders (expected {train_root}/<class>/<image>)")
     train = [(p, c, str(p.relative_to(train_root))) for c, name in enumerate(classes)
