@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bbn.data.decode import is_image_name, is_os_metadata
+from bbn.data.inat import require_two_classes
 from bbn.errors import BBNError
 from bbn.sources.layout import Record
 from bbn.sources.longtail import longtail_subsample
@@ -35,7 +36,8 @@ def find_root(root: Path) -> Path:
     """Descend through single wrapper folders (an archive's ``cifar10/``) to the tree itself."""
     while True:
         subdirs = _folders(root)
-        if len(subdirs) == 1 and subdirs[0].name not in RESERVED and not _has_images_directly(root):
+        if (len(subdirs) == 1 and subdirs[0].name not in RESERVED and not _has_images_directly(root)
+                and not _has_images_directly(subdirs[0])):  # a class folder is not a wrapper
             root = subdirs[0]
         else:
             return root
@@ -60,6 +62,7 @@ def scan(root: Path) -> tuple[list[str], list[Item], list[Item] | None]:
     empty = [name for c, name in enumerate(classes) if not any(k == c for _, k, _ in train)]
     if empty:
         raise BBNError(f"{train_root / empty[0]}: class folder holds no images")
+    require_two_classes(train_root, classes)
     test_root = root / "test"
     if not test_root.is_dir():
         return classes, train, None
