@@ -158,6 +158,34 @@ def try_lock(path: str | Path):
     return fh
 
 
+# columns that hold names and paths: read as text, exactly as written ("NA", "None", "001", "nan", "True")
+TEXT_COLUMNS = ("name", "path", "file_name", "reason", "split", "group", "level", "value")
+NUMERIC_NA = ["", "nan", "NaN"]  # what pandas writes for a missing number
+
+
+def read_csv(path: str | Path):
+    """A CSV written by ``write_csv``, identifiers read back exactly as written: ``TEXT_COLUMNS`` as
+    strings without pandas' NA guessing (a class named ``NA`` or ``None`` stays that, ``001`` keeps
+    its zeros), ``image_id`` as integers when every id is written as one (iNaturalist's), else as
+    the strings written. Other columns are numbers (empty cells NaN). Returns a pandas DataFrame."""
+    import pandas as pd
+
+    header = pd.read_csv(path, nrows=0).columns
+    text = [c for c in header if c in TEXT_COLUMNS or c == "image_id"]
+    frame = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False,
+                        na_values={c: NUMERIC_NA for c in header if c not in text})
+    if "image_id" in frame.columns:
+        frame["image_id"] = _ids(frame["image_id"])
+    return frame
+
+
+def _ids(ids):
+    """Ids as int64 when each is an integer written canonically ("12", "-3", not "012"), else text."""
+    if ids.str.fullmatch(r"0|-?[1-9][0-9]{0,17}").all():
+        return ids.astype("int64")
+    return ids
+
+
 def write_csv(target: str | Path, frame, **kwargs) -> None:
     """A pandas DataFrame as CSV, atomically (``index=False`` unless given)."""
     kwargs.setdefault("index", False)

@@ -16,7 +16,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from bbn.data.loading import ImageList, eval_loader, eval_transform, train_loaders, train_transform
 from bbn.data.prepare import prepared_path
 from bbn.errors import ArgError
-from bbn.files import write_csv, write_json
+from bbn.files import read_csv, write_csv, write_json
 from bbn.methods import method
 from bbn.model.checkpoint import save_checkpoint
 from bbn.model.inference import resolve_device
@@ -68,11 +68,11 @@ def main() -> None:
 def train(params, dist: Dist, device: torch.device) -> None:
     t, m = params.train, params.model
     seed_everything(t.seed)
-    classes = pd.read_csv(SPLIT / "classes.csv")
+    classes = read_csv(SPLIT / "classes.csv")
     index = dict(zip(classes["category_id"], classes["index"]))
-    train_set = _dataset(pd.read_csv(SPLIT / "train.csv"), index,
+    train_set = _dataset(read_csv(SPLIT / "train.csv"), index,
                          train_transform(t.image_size, t.crop_padding, t.hflip), t.image_size)
-    val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
+    val_set = _dataset(read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
     loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
                             t.accumulate, persistent=not t.deterministic)
     if not len(loaders["uniform"]):
