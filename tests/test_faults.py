@@ -8,11 +8,19 @@ import fcntl
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
+from PIL import Image
 
+from bbn.cli.predict import classify, collect_images, main
 from bbn.errors import run
 from bbn.files import atomic_dir, atomic_path, remove_stale, write_json
+from bbn.model.checkpoint import save_checkpoint
+from bbn.model.network import ModelSpec, build_model
 
 
 def _run(main, capsys) -> tuple[int, str]:
@@ -117,3 +125,33 @@ def test_writer_holds_its_temporary(tmp_path):
         os.close(fd)
         tmp.write_bytes(b"1")
     assert (tmp_path / "x.bin").read_bytes() == b"1"
+
+
+def test_predict_reports_unreadable_files_as_rows_and_carries_on(tmp_path, capsys):
+    """bbn-predict over a folder with broken files: a row with the reason for each, predictions for
+    the rest (the same as without the broken files), in the order found."""
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "model.pt", build_model(ModelSpec("resnet32", 3, "off", 3)), 16, [7, 11, 13],
+                    ["ant", "bee", "NA"], epochs=1)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    good = collect_images([str(imgs)])
+    (imgs / "1b_truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (imgs / "2b_empty.png").write_bytes(b"")
+    (imgs / "3b_text.jpg").write_text("not a picture")
+    out = tmp_path / "p.csv"
+    main([str(imgs), "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out), "--device", "cpu"])
+    assert "4 images classified, 3 unreadable (see the error column)" in capsys.readouterr().out
+    table = pd.read_csv(out, dtype={"name": str, "error": str}, keep_default_na=False)
+    assert table["path"].tolist() == collect_images([str(imgs)])  # every file, in order
+    bad = table[table["error"] != ""]
+    assert sorted(Path(p).name for p in bad["path"]) == ["1b_truncated.jpg", "2b_empty.png", "3b_text.jpg"]
+    assert bad.set_index("path").loc[str(imgs / "2b_empty.png"), "error"] == "empty file"
+    assert (bad["category_id"] == "").all() and (bad["name"] == "").all()
+    alone = classify(tmp_path / "model.pt", good, device="cpu")
+    ok = table[table["error"] == ""]
+    assert ok["category_id"].astype(int).tolist() == alone["category_id"].tolist()
+    assert set(ok["name"]) <= {"ant", "bee", "NA"}
