@@ -155,3 +155,26 @@ def test_predict_reports_unreadable_files_as_rows_and_carries_on(tmp_path, capsy
     ok = table[table["error"] == ""]
     assert ok["category_id"].astype(int).tolist() == alone["category_id"].tolist()
     assert set(ok["name"]) <= {"ant", "bee", "NA"}
+
+
+def test_stages_remove_what_a_killed_run_left(tmp_path):
+    """Leftovers of a SIGKILL in extraction, download, stats and prepare (staging folders and
+    temporaries no `finally` removed) are gone after the next run of those stages."""
+    from conftest import make_repo, stage
+
+    repo = make_repo(tmp_path / "repo", {"data": {"name": "imagefolder", "test_per_class": 2,
+                                                  "source": "tests/data/real-world/birds_macos.zip"}})
+    leftovers = [repo / "data/downloads/extracted/tmpk1ll3d/birds/cat/0000.jpg",
+                 repo / "data/downloads/extracted/.birds_macos.zip-0123456789ab.k1ll3d.tmp/birds/a.jpg",
+                 repo / "data/.raw.k1ll3d.tmp/imagefolder/train/cat/0000.jpg",
+                 repo / "data/.prepared.k1ll3d.tmp/imagefolder/train/cat/0000.jpg",
+                 repo / "metrics/.stats.json.k1ll3d.tmp"]
+    for f in leftovers:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"half")
+    for name in ("download", "stats", "split", "prepare"):
+        proc = stage(repo, name)
+        assert proc.returncode == 0, f"{name}: {proc.stderr}"
+    staging = [p for p in (repo / "data").rglob("*") if p.name.startswith("tmp") or p.name.endswith(".tmp")]
+    assert staging == [] and not (repo / "metrics/.stats.json.k1ll3d.tmp").exists()
+    assert len(list((repo / "data/prepared").rglob("*.jpg"))) == 36

@@ -116,7 +116,8 @@ def _unpacked(archive: Path, downloads: Path, md5: str | None = None) -> Path:
     dest = extracted / f"{archive.name}-{(md5 or md5sum(archive))[:12]}"
     extracted.mkdir(parents=True, exist_ok=True)
     with locked(extracted / ".lock"):
-        remove_stale(extracted, "tmp*")  # the temporary folders of earlier versions
+        for pattern in ("tmp*", ".*.tmp"):  # killed extractions: earlier versions' folders, and ours
+            remove_stale(extracted, pattern)
         if not dest.is_dir():
             with atomic_dir(dest) as tmp:
                 safe_extract(archive, tmp)
