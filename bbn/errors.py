@@ -5,12 +5,16 @@
 name so that a caller who knows where the value came from (a pipeline stage: its parameter key; a CLI: a
 flag) can say so (``stages/runner.py``).
 
+A full disk, a quota, a read-only file system or a missing permission (``OSError`` with errno ENOSPC,
+EDQUOT, EROFS, EACCES or EPERM) is reported as ``error: <path>: <reason>``, not as a traceback.
+
 SIGTERM (sent by ``timeout``, a scheduler's preemption, or torchrun stopping the other ranks when one
 fails) unwinds the stack like Ctrl-C, so every ``atomic_path`` removes its temporary file.
 """
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 from typing import Callable
@@ -28,6 +32,19 @@ class ArgError(BBNError):
         self.arg, self.message = arg, message
 
 
+# what the user must fix outside the program: free space, quota, permissions
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def describe_os_error(exc: OSError) -> str | None:
+    """``<path>: <reason>`` for an error of the environment (``ENVIRONMENT_ERRNOS``), else None."""
+    if exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    path = exc.filename if exc.filename is not None else exc.filename2
+    reason = exc.strerror or str(exc)
+    return f"{path}: {reason}" if path is not None else reason
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is so that ``finally`` blocks run."""
 
@@ -38,6 +55,7 @@ def _terminate(signum, frame) -> None:
 
 def run(main: Callable[[], None], describe: Callable[[BBNError], str] = str) -> None:
     """Call ``main``; a BBNError becomes ``error: <line>`` per line on stderr and exit status 1,
+    an environment ``OSError`` (disk full, permissions: ``describe_os_error``) one line and exit 1,
     SIGTERM exit 143, Ctrl-C exit 130. ``describe`` words the error (a stage names the params key)."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -45,6 +63,12 @@ def run(main: Callable[[], None], describe: Callable[[BBNError], str] = str) -> 
     except BBNError as exc:
         for line in describe(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        line = describe_os_error(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
     except Terminated:
         print("error: terminated", file=sys.stderr)

@@ -3,12 +3,13 @@
 from bbn.files import atomic_dir
 from bbn.sources.datasets import fetch_dataset
 from stages.params import load_params
-from stages.paths import DOWNLOADS, RAW
+from stages.paths import DOWNLOADS, RAW, resolve
 from stages.runner import run
 
 
 def main() -> None:
     p = load_params().data
+    p = p.model_copy(update={"source": resolve(p.source)})  # the same folder in dvc exp run's copies
     # Archives are kept in data/downloads (outside DVC) so that an interrupted download resumes;
     # data/raw appears only once complete.
     with atomic_dir(RAW) as out:

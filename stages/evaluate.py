@@ -14,7 +14,7 @@ from bbn.evaluate.predictions import (
     save_predictions,
     write_report,
 )
-from bbn.files import write_json
+from bbn.files import read_csv, write_json
 from bbn.model.checkpoint import load_checkpoint
 from bbn.model.inference import resolve_device, test_alpha
 from stages.params import load_params
@@ -30,10 +30,10 @@ def main() -> None:
     e, s = params.eval, params.stats
     device = resolve_device(params.train.device)
     model, ckpt = load_checkpoint(MODEL, device)
-    classes = pd.read_csv(SPLIT / "classes.csv")
+    classes = read_csv(SPLIT / "classes.csv")
     test_json = find_json(RAW, "test")
-    sets = {"val": (pd.read_csv(SPLIT / "val.csv"), f"{SPLIT}/val.csv"),
-            "test": (drop_unreadable(load_images(test_json, labelled=False), pd.read_csv(STATS / "unreadable.csv")),
+    sets = {"val": (read_csv(SPLIT / "val.csv"), f"{SPLIT}/val.csv"),
+            "test": (drop_unreadable(load_images(test_json, labelled=False), read_csv(STATS / "unreadable.csv")),
                      str(test_json))}
     alpha = test_alpha(ckpt, e.alpha)
     numbers, outputs, reported = {"tta_flip": int(e.tta_flip), "eval_alpha": alpha}, {}, None

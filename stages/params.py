@@ -1,5 +1,10 @@
 """The params.yaml schema: every key, its type and range, validated before any work starts.
 
+params.yaml is read as YAML 1.2 with ruamel.yaml, as DVC reads and writes it (``dvc exp run -S``):
+``lr: 1e-05`` is a number and ``amp: off`` the word "off" (PyYAML's YAML 1.1 read the first as a
+string and the second as False). Ranges are those the code downstream accepts (seeds: numpy's
+0..2**32-1); infinities and NaN are refused everywhere.
+
 Each section is a pydantic model with ``extra="forbid"`` so a misspelt key fails instead of being
 silently ignored; ``load_params`` turns pydantic's errors into one line per problem that names the
 dotted key (``train.tmax``) the way ``dvc exp run -S`` spells it.
@@ -9,23 +14,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from bbn.errors import BBNError
 from bbn.methods import METHODS as REGISTRY
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-def _off_is_a_word(value: object) -> object:
-    """YAML 1.1 (PyYAML) reads a bare ``off`` as False; ``dvc exp run -S`` writes ``amp: off`` without
-    quotes (measured). For the keys whose values include "off", False means "off"."""
-    return "off" if value is False else value
+# numpy.random.seed, sklearn's random_state and the DataLoader's workers take 0 .. 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 DATASETS = ("digits", "inat2017", "inat2018", "inat2019", "cifar10_lt", "cifar100_lt", "imagefolder")
@@ -42,7 +46,7 @@ class DataParams(_Section):
     image_px: int = Field(32, ge=8, le=512)
     test_per_class: int = Field(30, ge=0)
     val_per_class: int = Field(3, ge=0)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("md5")
     @classmethod
@@ -70,7 +74,7 @@ class StatsParams(_Section):
 class SplitParams(_Section):
     use_official_val: bool = False
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class PrepareParams(_Section):
@@ -85,10 +89,6 @@ class ModelParams(_Section):
     pretrained: str = ""
     pretrained_md5: str = Field("", pattern=r"^([0-9a-f]{32})?$")
 
-    @field_validator("antialias", mode="before")
-    @classmethod
-    def _antialias_off(cls, value: object) -> object:
-        return _off_is_a_word(value)
 
 
 class AlphaParams(_Section):
@@ -126,7 +126,7 @@ class TrainParams(_Section):
     val_alpha: float = Field(0.5, ge=0.0, le=1.0)
     alpha: AlphaParams = AlphaParams()
     baseline: BaselineParams = BaselineParams()
-    seed: int = 0
+    seed: Seed = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     num_workers: int = Field(0, ge=-1)
     amp: Literal["off", "bf16", "fp16"] = "off"
@@ -141,11 +141,6 @@ class TrainParams(_Section):
     accumulate: int = Field(1, ge=1)
     lr_scaling: Literal["linear", "fixed"] = "linear"
     sync_bn: bool = False
-
-    @field_validator("amp", mode="before")
-    @classmethod
-    def _amp_off(cls, value: object) -> object:
-        return _off_is_a_word(value)
 
     @field_validator("rdzv_endpoint")
     @classmethod
@@ -221,12 +216,13 @@ def validate(raw: object, source: str = "params.yaml") -> Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
+    """``path`` read as YAML 1.2 (as DVC reads it) and validated (``validate``)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
     except FileNotFoundError:
         raise BBNError(f"{path}: not found") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise BBNError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return validate(raw or {}, str(path))
 

@@ -39,3 +39,13 @@ def resolve(path: str) -> str:
         return path
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else ROOT / p)
+
+
+def resolve_uri(uri: str) -> str:
+    """A tracking URI with its relative path made absolute against the project root: ``sqlite:///x.db``
+    (three slashes: relative), ``file:x`` and a bare folder (MLflow's file store); others pass."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + resolve(uri.removeprefix("sqlite:///"))
+    if uri.startswith("file:") and not uri.startswith("file://"):
+        return "file://" + resolve(uri.removeprefix("file:"))
+    return resolve(uri) if uri and ":" not in uri else uri

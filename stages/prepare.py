@@ -1,11 +1,10 @@
 """Stage prepare: every usable image stored once at prepare.short_side (params: prepare)."""
 
-import pandas as pd
 
 from bbn.data.imagecheck import drop_unreadable
 from bbn.data.inat import find_json, load_images
 from bbn.data.prepare import prepare_images, prepared_path
-from bbn.files import atomic_dir
+from bbn.files import atomic_dir, read_csv
 from stages.params import load_params
 from stages.paths import PREPARED, RAW, SPLIT, STATS
 from stages.runner import run
@@ -13,8 +12,8 @@ from stages.runner import run
 
 def main() -> None:
     p = load_params().prepare
-    test = drop_unreadable(load_images(find_json(RAW, "test"), labelled=False), pd.read_csv(STATS / "unreadable.csv"))
-    frames = [pd.read_csv(SPLIT / "train.csv"), pd.read_csv(SPLIT / "val.csv"), test]
+    test = drop_unreadable(load_images(find_json(RAW, "test"), labelled=False), read_csv(STATS / "unreadable.csv"))
+    frames = [read_csv(SPLIT / "train.csv"), read_csv(SPLIT / "val.csv"), test]
     sources = sorted(set().union(*(f["path"] for f in frames)))
     with atomic_dir(PREPARED) as out:
         prepare_images(sources, [prepared_path(s, str(RAW), str(out)) for s in sources], p.short_side, p.quality)

@@ -10,14 +10,15 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 
 from bbn.tracking import Tracker
-from stages.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, ROOT, RUN
+from stages.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, ROOT, RUN, resolve_uri
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "pillow", "dvc", "mlflow")
 
 
 def store_uri(tracking) -> str:
-    """``tracking.uri``, or the sqlite store at the project root (also from DVC's temporary copies)."""
-    return tracking.uri or f"sqlite:///{MLFLOW_DB}"
+    """``tracking.uri`` (relative paths against the project root), or the sqlite store at the project
+    root (also from DVC's temporary copies)."""
+    return resolve_uri(tracking.uri) if tracking.uri else f"sqlite:///{MLFLOW_DB}"
 
 
 def tracker(tracking, run_id: str | None = None, enabled: bool = True) -> Tracker:

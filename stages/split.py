@@ -1,11 +1,10 @@
 """Stage split: seeded stratified train/val split of the training pool (params: split)."""
 
-import pandas as pd
 
 from bbn.data.imagecheck import drop_unreadable
 from bbn.data.inat import find_json, load_categories, load_images
 from bbn.data.split import check_every_class_trains, stratified_split
-from bbn.files import atomic_path
+from bbn.files import atomic_path, read_csv
 from stages.params import load_params
 from stages.paths import RAW, SPLIT, STATS
 from stages.runner import run
@@ -14,7 +13,7 @@ from stages.runner import run
 def main() -> None:
     p = load_params().split
     train_json = find_json(RAW, "train")
-    unreadable = pd.read_csv(STATS / "unreadable.csv")  # listed by the stats stage, never trained on
+    unreadable = read_csv(STATS / "unreadable.csv")  # listed by the stats stage, never trained on
     pool, categories = drop_unreadable(load_images(train_json), unreadable), load_categories(train_json)
     if p.use_official_val:
         train, val = pool, drop_unreadable(load_images(find_json(RAW, "val")), unreadable)

@@ -4,7 +4,7 @@ long-tail plot (params: stats)."""
 import pandas as pd
 
 from bbn.data.imagecheck import drop_unreadable, find_unreadable
-from bbn.data.inat import find_json, load_categories, load_images
+from bbn.data.inat import find_json, load_categories, load_images, require_two_classes
 from bbn.data.stats import class_counts, summary, super_counts
 from bbn.evaluate import plots
 from bbn.files import atomic_path, write_json
@@ -23,8 +23,10 @@ def main() -> None:
     train_json = find_json(RAW, "train")
     sets = {"train": load_images(train_json), "val": load_images(find_json(RAW, "val")),
             "test": load_images(find_json(RAW, "test"), labelled=False)}
-    unreadable = find_unreadable(pd.concat([f.assign(split=s) for s, f in sets.items()], ignore_index=True))
     categories = load_categories(train_json)
+    listed = categories.loc[categories["id"].isin(sets["train"]["category_id"]), "name"]
+    require_two_classes(train_json, listed.tolist())  # as the ImageFolder source checks its folders
+    unreadable = find_unreadable(pd.concat([f.assign(split=s) for s, f in sets.items()], ignore_index=True))
     table = class_counts(drop_unreadable(sets["train"], unreadable), categories, p.many_above, p.few_below)
     numbers = summary(table)
     numbers["num_val_images"] = len(drop_unreadable(sets["val"], unreadable))

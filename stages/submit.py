@@ -1,10 +1,10 @@
 """Stage submit: submission.csv in the Kaggle iNat2019 format, validated (params: submit)."""
 
 import numpy as np
-import pandas as pd
 
 from bbn.data.inat import find_json, load_images
 from bbn.evaluate.submission import write_submission
+from bbn.files import read_csv
 from stages.params import load_params
 from stages.paths import PREDICTIONS, RAW, SPLIT, SUBMISSION
 from stages.runner import run
@@ -18,7 +18,7 @@ def main() -> None:
     ids, logits = pred["image_id"], pred["logits"]
     missing = np.setdiff1d(test_ids, ids)  # unreadable test images: Kaggle still wants a row
     if len(missing):
-        counts = pd.read_csv(SPLIT / "classes.csv")["train_count"].to_numpy()
+        counts = read_csv(SPLIT / "classes.csv")["train_count"].to_numpy()
         prior = np.log(counts + 1.0)[None, :].repeat(len(missing), axis=0)  # most frequent classes first
         ids, logits = np.concatenate([ids, missing]), np.concatenate([logits, prior])
         print(f"submit: {len(missing)} unreadable test image(s) get the most frequent training classes")

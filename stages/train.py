@@ -16,16 +16,18 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from bbn.data.loading import ImageList, eval_loader, eval_transform, train_loaders, train_transform
 from bbn.data.prepare import prepared_path
 from bbn.errors import ArgError
-from bbn.files import write_csv, write_json
+from bbn.files import read_csv, write_csv, write_json
 from bbn.methods import method
 from bbn.model.checkpoint import save_checkpoint
 from bbn.model.inference import resolve_device
 from bbn.model.network import ModelSpec, build_model
 from bbn.model.pretrained import load_pretrained
+from bbn.sources.download import md5sum
 from bbn.tracking import Tracker
 from bbn.train.distributed import Dist, launch_argv
 from bbn.train.loop import finite, fit, seed_everything
 from bbn.train.resume import ResumeState, resume_key
+from stages.checkpoints import prune_states, recorded
 from stages.deps import code_files
 from stages.params import flatten, load_params
 from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, RUN, SPLIT, resolve
@@ -68,11 +70,11 @@ def main() -> None:
 def train(params, dist: Dist, device: torch.device) -> None:
     t, m = params.train, params.model
     seed_everything(t.seed)
-    classes = pd.read_csv(SPLIT / "classes.csv")
+    classes = read_csv(SPLIT / "classes.csv")
     index = dict(zip(classes["category_id"], classes["index"]))
-    train_set = _dataset(pd.read_csv(SPLIT / "train.csv"), index,
+    train_set = _dataset(read_csv(SPLIT / "train.csv"), index,
                          train_transform(t.image_size, t.crop_padding, t.hflip), t.image_size)
-    val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
+    val_set = _dataset(read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
     loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
                             t.accumulate, persistent=not t.deterministic)
     if not len(loaders["uniform"]):
@@ -84,7 +86,7 @@ def train(params, dist: Dist, device: torch.device) -> None:
         print(load_pretrained(model, resolve(m.pretrained), m.pretrained_md5))
 
     # rank 0 keeps the resume state (on node 0's disk) and hands it to the other ranks
-    saved = ResumeState(CHECKPOINTS, _resume_key(params)) if dist.main else None
+    saved = _resume_state(params) if dist.main else None
     resume = dist.share(saved.load(model) if saved else None)
     if resume and not dist.main:
         model.load_state_dict(resume["model"])
@@ -108,8 +110,23 @@ def train(params, dist: Dist, device: torch.device) -> None:
         raise
     if dist.main:
         write_outputs(params, model, classes, history, mlrun)
-        saved.finish()  # the result is DVC's to keep now
+        saved.finish(md5sum(MODEL))  # kept until DVC has recorded the outputs (stages.checkpoints)
     dist.barrier()
+
+
+def _resume_state(params) -> ResumeState:
+    """This training's resume state, after pruning the others (``stages.checkpoints``). A complete
+    state whose outputs DVC recorded means a forced rerun: it is deleted and training starts afresh."""
+    saved = ResumeState(CHECKPOINTS, _resume_key(params))
+    for path in prune_states(saved.path):
+        print(f"train: deleted resume state {path.name} (stages.checkpoints rule)")
+    info = saved.info
+    if info.get("complete") and recorded(info.get("outputs_md5", "")):
+        saved.discard()
+    elif info.get("complete"):
+        print(f"train: all {info['epoch']} epochs were done by an earlier run whose outputs were not "
+              f"recorded ({saved.path.name}); writing them again without training")
+    return saved
 
 
 def _open_run(tracker: Tracker, params, resume: dict | None, saved, device, dist: Dist) -> None:

@@ -300,10 +300,3 @@ def _killed_write(target: Path) -> None:
             tmp.write_text("half")
             raise RuntimeError("killed")
 
-
-def test_bare_off_in_yaml_means_off():
-    """`dvc exp run -S` rewrites params.yaml with `amp: off` unquoted, which PyYAML reads as False."""
-    params = validate(yaml.safe_load("train:\n  amp: off\nmodel:\n  antialias: off\n"))
-    assert params.train.amp == "off" and params.model.antialias == "off"
-    with pytest.raises(BBNError, match="train.amp"):
-        validate(yaml.safe_load("train:\n  amp: on\n"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import time
@@ -86,7 +87,8 @@ def test_two_processes_equal_one_process_with_accumulation(ddp_repo):
     two, w_two, _ = _run_train(ddp_repo, {"train": {"method": "ce", "nproc_per_node": 2, "accumulate": 1}})
     assert len(_runs(ddp_repo)) == 1 and _runs(ddp_repo)[0][1] == "FINISHED"  # rank 0 alone logs
     assert json.loads((ddp_repo / "models" / "mlflow_run.json").read_text())["run_id"] == _runs(ddp_repo)[0][0]
-    assert not list((ddp_repo / "checkpoints").glob("*"))  # the resume state is gone once finished
+    [info] = (ddp_repo / "checkpoints").glob("train-*.json")  # kept, marked complete, until DVC records
+    assert json.loads(info.read_text())["complete"]
     one, w_one, _ = _run_train(ddp_repo, {"train": {"method": "ce", "nproc_per_node": 1, "accumulate": 2}})
     assert list(two["steps"]) == list(one["steps"]) == [3, 3]  # 94 images: 2 steps of 32, one of 30
     assert np.allclose(two["train_loss"], one["train_loss"], atol=1e-5)
@@ -121,6 +123,7 @@ def test_one_failing_rank_stops_the_job(ddp_repo, tmp_path):
         "    t.train_epoch = failing\n")
     set_params(ddp_repo, {"train": {"method": "bbn", "nproc_per_node": 2, "accumulate": 1}})
     (ddp_repo / "models" / "model.pt").unlink(missing_ok=True)
+    shutil.rmtree(ddp_repo / "checkpoints")  # the completed state of this config (an earlier test) would skip training
     path = f"{tmp_path}{os.pathsep}{env()['PYTHONPATH']}"
     proc = _sh(ddp_repo, {"PYTHONPATH": path}, sys.executable, "-m", "stages.train")
     failed_at = time.time()
@@ -139,4 +142,5 @@ def test_one_failing_rank_stops_the_job(ddp_repo, tmp_path):
     rerun = _sh(ddp_repo, {}, sys.executable, "-m", "stages.train")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming after epoch 1" in rerun.stdout and "epoch 1/2" not in rerun.stdout
-    assert (ddp_repo / "models" / "model.pt").exists() and not list((ddp_repo / "checkpoints").glob("*"))
+    assert (ddp_repo / "models" / "model.pt").exists()
+    assert json.loads(state.with_suffix(".json").read_text())["complete"]

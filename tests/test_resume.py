@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -45,7 +46,10 @@ def test_sigkill_mid_training_then_dvc_repro_resumes_bit_identical(repo):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     reference = _outputs(repo)
-    assert not _state(repo)  # a finished run leaves no resume state behind
+    [done] = _state(repo)  # kept, marked complete, until DVC records the outputs (this run was outside DVC)
+    assert json.loads(done.with_suffix(".json").read_text())["complete"]
+    for f in (repo / "checkpoints").iterdir():  # so that the run below trains (and is killed) again
+        f.unlink()
     (repo / "models" / "model.pt").unlink()
 
     dvc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env(), stdout=subprocess.DEVNULL,
@@ -73,8 +77,11 @@ def test_sigkill_mid_training_then_dvc_repro_resumes_bit_identical(repo):
                            (killed_run,)).fetchall()
         status = db.execute("select status from runs where run_uuid=?", (killed_run,)).fetchone()[0]
     assert [s for (s,) in steps] == [1, 2, 3, 4] and status == "FINISHED"
-    assert not _state(repo)
     assert "train" not in sh(repo, "dvc", "status", "train").stdout  # DVC records the resumed run as done
+    [done] = _state(repo)  # DVC has recorded the outputs now: the prune rule deletes the state
+    assert "outputs recorded" in sh(repo, sys.executable, "-m", "stages.checkpoints").stdout
+    sh(repo, sys.executable, "-m", "stages.checkpoints", "--prune")
+    assert not _state(repo) and not list((repo / "checkpoints").iterdir())
 
 
 def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_state(repo, tmp_path):
@@ -119,3 +126,25 @@ def test_unusable_mlflow_store_does_not_stop_training(repo):
         params = dict(db.execute("select key, value from params where run_uuid=?", (run_id,)).fetchall())
     assert [s for (s,) in steps] == [0, 1, 2]  # epochs 1, 2 and the final metrics/train.json (step 0)
     assert params["train.seed"] == "2" and params["train.epochs"] == "2"
+
+
+def test_killed_after_the_last_epoch_before_dvc_recorded_reruns_no_epoch(repo):
+    """The stage finished (outputs written) but DVC died before recording them: the rerun DVC starts
+    writes the same outputs again from the complete resume state instead of training every epoch."""
+    for f in (repo / "checkpoints").iterdir():
+        f.unlink()
+    set_params(repo, {"train": {"seed": 3, "epochs": 2}, "tracking": {"uri": ""}})
+    proc = _train(repo)  # as under DVC, which is then killed before it writes dvc.lock
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    first = _outputs(repo)
+    rerun = sh(repo, "dvc", "repro", "train")  # params changed since dvc.lock: DVC runs the stage again
+    assert "writing them again without training" in rerun.stdout, rerun.stdout
+    assert "epoch 1/2" not in rerun.stdout and "epoch 2/2" not in rerun.stdout
+    weights, curve, metrics = _outputs(repo)
+    assert all(torch.equal(weights[k], first[0][k]) for k in weights)
+    pd.testing.assert_frame_equal(curve, first[1])
+    assert metrics == first[2]
+    assert "train" not in sh(repo, "dvc", "status", "train").stdout
+    sh(repo, sys.executable, "-m", "stages.checkpoints", "--prune")  # recorded now: deleted
+    assert not _state(repo)

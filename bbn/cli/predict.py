@@ -2,7 +2,9 @@
 
 Inputs are image files, folders (searched recursively for image files) or ``.txt`` files that
 list one image path per line. The CSV holds, per image, the top-1 category id, name and
-probability, and the top-k ids and probabilities (space-separated, best first). The images go
+probability, and the top-k ids and probabilities (space-separated, best first), and an ``error``
+column: a file that cannot be read (empty, truncated, not an image: ``bbn.data.imagecheck``) gets a
+row with the reason there and no prediction, and the other images are still classified. The images go
 through exactly the evaluation stage's transform and both-branch inference, so the top-1 agrees
 with ``predictions/test.npz``.
 """
@@ -15,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from tqdm import tqdm
 
-from bbn.data.decode import IMAGE_SUFFIXES
+from bbn.data.decode import is_image_name
+from bbn.data.imagecheck import check_image
 from bbn.errors import BBNError, run
 from bbn.evaluate.metrics import softmax
 from bbn.evaluate.predictions import predict_frame
@@ -30,7 +35,7 @@ def collect_images(inputs: list[str]) -> list[str]:
     paths: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            paths += sorted(str(p) for p in item.rglob("*") if is_image_name(p.relative_to(item)))
         elif item.suffix.lower() == ".txt" and item.is_file():
             base = item.parent
             for n, line in enumerate(item.read_text().splitlines(), 1):
@@ -51,7 +56,23 @@ def collect_images(inputs: list[str]) -> list[str]:
 
 def classify(checkpoint: str | Path, paths: list[str], top_k: int = 5, batch_size: int = 0,
              alpha: float | None = None, tta_flip: bool = False, device: str = "auto") -> pd.DataFrame:
-    """One row per image: path, category_id, name, probability, top-k ids and probabilities."""
+    """One row per image, in the order given: path, category_id, name, probability, top-k ids and
+    probabilities, error ('' or why the file cannot be read; then no prediction). BBNError when no
+    image can be read."""
+    reasons = [check_image(p) for p in tqdm(paths, desc="check images", unit="img", disable=None, leave=False)]
+    readable = [p for p, why in zip(paths, reasons) if not why]
+    if not readable:
+        load_checkpoint(checkpoint, torch.device("cpu"))  # a bad checkpoint is still the first thing to say
+        raise BBNError(f"{paths[0]}: cannot read image ({reasons[0]}); no image could be read")
+    table = _classify(checkpoint, readable, top_k, batch_size, alpha, tta_flip, device).assign(error="")
+    predicted = iter(table.to_dict("records"))
+    rows = [{"path": p, "error": why} if why else next(predicted) for p, why in zip(paths, reasons)]
+    return pd.DataFrame(rows, columns=table.columns).astype({"category_id": "Int64"})
+
+
+def _classify(checkpoint: str | Path, paths: list[str], top_k: int, batch_size: int, alpha: float | None,
+              tta_flip: bool, device: str) -> pd.DataFrame:
+    """The rows of ``classify`` for readable images."""
     dev = resolve_device(device)
     model, ckpt = load_checkpoint(checkpoint, dev)
     frame = pd.DataFrame({"path": paths, "category_id": -1})
@@ -100,10 +121,11 @@ def main(argv: list[str] | None = None) -> None:
                      args.alpha, args.tta_flip, args.device)
     with atomic_path(Path(args.out), suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
-    shown = table[["path", "category_id", "name", "probability"]].head(args.show)
+    shown = table[["path", "category_id", "name", "probability", "error"]].head(args.show)
     print(shown.to_string(index=False))
-    more = len(table) - len(shown)
-    print(f"{len(table)} images classified{f' ({more} more not shown)' if more > 0 else ''}: {args.out}")
+    more, failed = len(table) - len(shown), int((table["error"] != "").sum())
+    print(f"{len(table) - failed} images classified{f' ({more} more not shown)' if more > 0 else ''}"
+          f"{f', {failed} unreadable (see the error column)' if failed else ''}: {args.out}")
 
 
 def cli() -> None:

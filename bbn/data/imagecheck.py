@@ -2,7 +2,9 @@
 
 Every image is fully decoded (a header check misses truncation), at 1/8 scale where the format
 allows (JPEG's DCT scaling: the whole stream is still read, so truncation is still caught) and
-across all CPU cores, so that iNaturalist's 268k images take minutes, not an hour.
+across all CPU cores, so that iNaturalist's 268k images take minutes, not an hour. The decoded image
+then goes through the same conversion as every other phase (``bbn.data.decode.to_rgb``: orientation,
+16-bit scaling, alpha, palette, CMYK), so an image passes here exactly when training can read it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from bbn.data.decode import to_rgb
+
 PARALLEL_FROM = 2000  # below this, starting worker processes costs more than it saves
 
 
@@ -24,7 +28,7 @@ def check_image(path: str) -> str:
             return "empty file"
         with Image.open(path) as img:
             img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-            img.load()
+            to_rgb(img)
     except FileNotFoundError:
         return "missing file"
     except Image.UnidentifiedImageError:

@@ -9,10 +9,11 @@ where a test file does carry annotations (the embedded digits) evaluation uses t
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
+from bbn.data.decode import is_os_metadata
 from bbn.errors import BBNError
 
 
@@ -20,7 +21,7 @@ def find_json(root: str | Path, prefix: str) -> Path:
     """The one ``<prefix>*.json`` in ``root`` or one folder below (``train2019.json``, ``digits/train.json``)."""
     root = Path(root)
     found = sorted(p for p in [*root.glob(f"{prefix}*.json"), *root.glob(f"*/{prefix}*.json")]
-                   if not p.name.startswith("."))
+                   if not p.name.startswith(".") and not is_os_metadata(p.relative_to(root)))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)}"
         raise BBNError(f"{root}: expected one {prefix}*.json, found {what}: {[str(p) for p in found]}")
@@ -69,6 +70,7 @@ def load_images(path: str | Path, labelled: bool = True, check_files: bool = Tru
     cats = _frame(path, doc, "categories", ["id"])
     if images["id"].duplicated().any():
         raise BBNError(f"{path}: images: duplicate id {images['id'][images['id'].duplicated()].iloc[0]}")
+    _check_confined(path, images)
     out = pd.DataFrame({"image_id": images["id"], "path": [str(path.parent / f) for f in images["file_name"]]})
     if labelled or doc.get("annotations"):
         ann = _frame(path, doc, "annotations", ["image_id", "category_id"])
@@ -85,6 +87,24 @@ def load_images(path: str | Path, labelled: bool = True, check_files: bool = Tru
             if not Path(p).is_file():
                 raise BBNError(f"{path}: images[{i}] (id {out['image_id'][i]}): file {p} is missing")
     return out
+
+
+def _check_confined(path: Path, images: pd.DataFrame) -> None:
+    """Every ``file_name`` a relative path that stays inside the JSON's folder (no absolute path,
+    no drive, no ``..``): a dataset file must not make the pipeline read elsewhere."""
+    for i, name in enumerate(images["file_name"]):
+        rel = PurePosixPath(str(name).replace("\\", "/"))
+        if not isinstance(name, str) or not name or rel.is_absolute() or PureWindowsPath(name).drive or ".." in rel.parts:
+            raise BBNError(f"{path}: images[{i}] (id {images['id'].iloc[i]}): file_name {name!r} must be a relative "
+                           f"path inside {path.parent} (no absolute path, no '..')")
+
+
+def require_two_classes(where: str | Path, names: list[str]) -> None:
+    """A classifier needs at least two classes with training images; the same message for every
+    dataset layout (``names``: the classes that have training images)."""
+    if len(names) < 2:
+        found = f"only {len(names)} class ({names[0]!r})" if names else "no class"
+        raise BBNError(f"{where}: {found} with training images; at least two classes are needed")
 
 
 def _check_annotations(path: Path, ann: pd.DataFrame, image_ids: set, category_ids: set) -> None:

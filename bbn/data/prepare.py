@@ -5,8 +5,10 @@ iNaturalist's originals are ~800 px JPEGs; decoding one costs far more than the 
 PIL's ``draft`` lets libjpeg's DCT scaling skip most of the work), resizes it so its short side is
 ``prepare.short_side`` (the largest image size the experiments use), and stores it as a JPEG with the
 same relative path. Training and evaluation then read the small copies; image-size ablations up to
-``short_side`` all reuse them. Images already small enough are copied byte for byte (not linked:
-the folder may go into a hard-link cache, which must not adopt the user's own files).
+``short_side`` all reuse them. Images already small enough, stored upright in 8-bit RGB or greyscale
+JPEG or PNG, are copied byte for byte (not linked: the folder may go into a hard-link cache, which must
+not adopt the user's own files); every other image goes through ``bbn.data.decode.load_rgb`` (EXIF
+orientation applied, 16-bit scaled, alpha on white), so the copy is upright and has no orientation tag.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from bbn.data.decode import open_reduced
+from bbn.data.decode import load_rgb, open_reduced, orientation  # noqa: F401 (open_reduced: re-exported)
 from bbn.errors import BBNError
 
 PARALLEL_FROM = 500  # below this, worker start-up costs more than it saves
@@ -38,12 +40,12 @@ def prepare_one(src: str, dst: str, short_side: int, quality: int = 95) -> None:
     dst_path = Path(dst)
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     with Image.open(src) as probe:
-        small = min(probe.size) <= short_side
-    if small:  # nothing to gain from re-encoding
+        as_is = (min(probe.size) <= short_side and probe.format in ("JPEG", "PNG") and probe.mode in ("RGB", "L")
+                 and orientation(probe) == 1)
+    if as_is:  # nothing to gain from re-encoding
         shutil.copyfile(src, dst_path)
         return
-    with open_reduced(src, short_side) as img:
-        resize_short(img.convert("RGB"), short_side).save(dst_path, format="JPEG", quality=quality)
+    resize_short(load_rgb(src, short_side), short_side).save(dst_path, format="JPEG", quality=quality)
 
 
 def _safe(args: tuple[str, str], short_side: int, quality: int) -> str:

@@ -3,8 +3,19 @@
 Accepted sources (a local path or an http(s)/file URL, verified by md5 when downloaded):
 * an ImageNet ResNet state dict with torchvision or timm names (``conv1.weight``, ``layer4.2...``);
   the last residual block initialises *both* branch blocks, the ImageNet classifier is dropped;
+  a CIFAR ResNet's ``conv1``/``bn1`` are ResNet-32's stem;
+* a checkpoint of the official BBN code (megvii-research/BBN, ``lib/net/network.py``: ``backbone.``
+  with ``cb_block``/``rb_block``, one ``classifier`` on the concatenated features [f_c, f_r]): the
+  classifier's halves, doubled (its training mixes ``2 * [a f_c, (1 - a) f_r]``), become the two
+  heads and its bias both biases, so the logits are the same for every alpha;
 * a checkpoint of this project (``models/model.pt``); its classifiers are kept when the class
   count matches and re-initialised otherwise (fine-tuning on a new label set).
+
+Common trainers' wrappers are taken off: the weights under ``state_dict_ema``/``model_ema`` (timm's
+EMA, preferred as timm does), ``state_dict``, ``model``, ``module``, ``net`` or ``network``, and the
+key prefixes ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile), ``model.``
+(Lightning), ``backbone.``/``encoder.`` (mmpretrain, detection and self-supervised code). When most
+of the network is still not found, the error names a missing key and an unused one of the file.
 
 Files load with ``torch.load(weights_only=True)``: no pickled code runs.
 """
@@ -21,6 +32,10 @@ from bbn.model.network import LAST_BLOCK, BilateralNet
 from bbn.sources.download import fetch
 
 HEADS = ("cb_fc.", "rb_fc.")
+WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "net", "network")
+PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.", "encoder.")
+DROPPED = ("fc.", "head.", "classifier.", "linear.", "last_linear.")  # ImageNet/CIFAR classifiers
+CIFAR_STEM = {"conv1.": "stem.0.", "bn1.": "stem.1."}  # a CIFAR ResNet's stem under ResNet-32's names
 
 
 def _resolve(source: str, md5: str, cache: Path) -> Path:
@@ -34,18 +49,60 @@ def _resolve(source: str, md5: str, cache: Path) -> Path:
     return path
 
 
-def _from_imagenet(state: dict, last_block: str) -> dict:
-    """torchvision/timm names -> this network's names (trunk / both branch blocks)."""
+def unwrap(obj: object) -> dict | None:
+    """The state dict inside a trainer's checkpoint (under ``WRAPPERS``, nested), or None. Non-tensor
+    entries beside the tensors (counters, metadata) are dropped."""
+    for _ in range(4):
+        if not isinstance(obj, dict):
+            return None
+        inner = next((obj[k] for k in WRAPPERS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            return tensors if tensors and len(tensors) >= len(obj) / 2 else None
+        obj = inner
+    return None
+
+
+def strip_prefixes(state: dict) -> dict:
+    """Keys without the wrapper prefixes (``PREFIXES``), however nested (``module.backbone.x``)."""
     out = {}
     for key, value in state.items():
-        if key.startswith(("fc.", "classifier.", "head.")):
+        while key.startswith(PREFIXES):
+            key = key[len(next(p for p in PREFIXES if key.startswith(p))):]
+        out[key] = value
+    return out
+
+
+def _official_heads(state: dict, width: int) -> dict:
+    """The official BBN ``classifier`` (C x 2*width, on [f_c, f_r]) as this network's two heads."""
+    weight, bias = state.get("classifier.weight"), state.get("classifier.bias")
+    if weight is None or weight.ndim != 2 or weight.shape[1] != 2 * width:
+        return {}
+    heads = {"cb_fc.weight": 2 * weight[:, :width], "rb_fc.weight": 2 * weight[:, width:]}
+    if bias is not None:
+        heads |= {"cb_fc.bias": bias.clone(), "rb_fc.bias": bias.clone()}
+    return heads
+
+
+def to_own_names(state: dict, backbone: str, width: int) -> dict:
+    """torchvision/timm, CIFAR or official BBN names -> this network's (trunk, both branch blocks,
+    heads); a checkpoint of this project passes unchanged."""
+    if any(k.startswith("trunk.") for k in state):
+        return state
+    last_block, official = LAST_BLOCK[backbone], any(k.startswith("cb_block.") for k in state)
+    out = _official_heads(state, width) if official else {}
+    for key, value in state.items():
+        if key.startswith(DROPPED):
             continue
-        if key.startswith(last_block):
+        if key.startswith(("cb_block.", "rb_block.")):
+            out[key] = value
+        elif key.startswith(last_block) and not official:
             rest = key[len(last_block):]
             out["cb_block." + rest] = value
             out["rb_block." + rest] = value.clone()
         else:
-            out["trunk." + key] = value
+            stem = next((p for p in CIFAR_STEM if key.startswith(p)), None) if backbone == "resnet32" else None
+            out["trunk." + (CIFAR_STEM[stem] + key[len(stem):] if stem else key)] = value
     return out
 
 
@@ -53,15 +110,14 @@ def load_pretrained(model: BilateralNet, source: str, md5: str = "", cache: str 
     """Load ``source`` into ``model``; return a one-line report; BBNError when it does not fit."""
     path = _resolve(source, md5, Path(cache))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BBNError(f"{path}: not a loadable weights file ({type(exc).__name__}: {exc})") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BBNError(f"{path}: expected a state dict of tensors")
-    if not any(k.startswith("trunk.") for k in state):
-        state = _from_imagenet(state, LAST_BLOCK[model.spec.backbone])
+    state = unwrap(loaded)
+    if state is None:
+        found = list(loaded)[:6] if isinstance(loaded, dict) else type(loaded).__name__
+        raise BBNError(f"{path}: expected a state dict of tensors (or one under {', '.join(WRAPPERS)}), found {found}")
+    state = to_own_names(strip_prefixes(state), model.spec.backbone, model.cb_fc.weight.shape[1])
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if any(not k.startswith(HEADS) for k in mismatched):
@@ -72,7 +128,8 @@ def load_pretrained(model: BilateralNet, source: str, md5: str = "", cache: str 
     missing, unexpected = model.load_state_dict(state, strict=False)
     body_missing = [k for k in missing if not k.startswith(HEADS)]
     if len(body_missing) > len(own) // 2:
-        raise BBNError(f"{path}: does not fit backbone {model.spec.backbone}: "
-                       f"{len(body_missing)} of {len(own)} tensors missing, e.g. {body_missing[0]}")
+        unused = f"; the file's {unexpected[0]} fits nothing" if unexpected else ""
+        raise BBNError(f"{path}: does not fit backbone {model.spec.backbone}: {len(body_missing)} of {len(own)} "
+                       f"tensors missing, e.g. {body_missing[0]}{unused}")
     return (f"pretrained: {len(state)} tensors from {path}; missing {len(missing)} {missing[:4]}; "
             f"unexpected {len(unexpected)} {unexpected[:4]}")

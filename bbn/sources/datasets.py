@@ -23,8 +23,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bbn.data.decode import IMAGE_SUFFIXES
+from bbn.data.decode import is_image_name, is_os_metadata
 from bbn.errors import ArgError, BBNError
+from bbn.files import atomic_dir, locked, remove_stale
 from bbn.sources import cifar, embedded, imagefolder
 from bbn.sources.download import fetch, md5sum, safe_extract, verified
 from bbn.sources.layout import Record, link, write_dataset
@@ -71,8 +72,9 @@ def _source_tree(p, downloads: Path) -> Path:
 
 
 def _link_tree(src: Path, out: Path) -> None:
-    """Hard-link an extracted dataset (JSONs and images) into ``out``, file by file."""
-    files = [f for f in src.rglob("*") if f.is_file() and (f.suffix == ".json" or f.suffix.lower() in IMAGE_SUFFIXES)]
+    """Hard-link an extracted dataset (JSONs and images, no OS metadata) into ``out``, file by file."""
+    files = [f for f in src.rglob("*") if f.is_file() and not is_os_metadata(f.relative_to(src))
+             and (f.suffix == ".json" or is_image_name(f.name))]
     for f in tqdm(files, desc=f"link {src.name}", unit="file", disable=None, leave=False):
         dst = out / f.relative_to(src)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -108,13 +110,17 @@ def _is_python_cifar(path: Path) -> bool:
 
 def _unpacked(archive: Path, downloads: Path, md5: str | None = None) -> Path:
     """``archive`` extracted once under ``downloads/extracted`` (kept while the archive is unchanged),
-    so that rebuilding data/raw, e.g. in a queued experiment's copy of the repo, only links files."""
-    dest = downloads / "extracted" / f"{archive.name}-{(md5 or md5sum(archive))[:12]}"
-    if not dest.is_dir():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-            safe_extract(archive, Path(tmp) / "x")
-            Path(tmp, "x").rename(dest)
+    so that rebuilding data/raw, e.g. in a queued experiment's copy of the repo, only links files.
+    Extraction runs under a lock (one extraction per archive); what a killed one left is removed."""
+    extracted = downloads / "extracted"
+    dest = extracted / f"{archive.name}-{(md5 or md5sum(archive))[:12]}"
+    extracted.mkdir(parents=True, exist_ok=True)
+    with locked(extracted / ".lock"):
+        for pattern in ("tmp*", ".*.tmp"):  # killed extractions: earlier versions' folders, and ours
+            remove_stale(extracted, pattern)
+        if not dest.is_dir():
+            with atomic_dir(dest) as tmp:
+                safe_extract(archive, tmp)
     return dest
 
 

@@ -4,7 +4,9 @@
   bar; ``file://`` URLs and plain paths use the same code. The file only gets its final name after
   the md5 matched, so a partial or corrupt download never looks valid.
 * ``safe_extract``: every member is checked before anything is written; absolute paths, ``..``,
-  links and device files are refused (a dataset archive has no reason to contain them).
+  links and device files are refused (a dataset archive has no reason to contain them). OS
+  metadata (``__MACOSX/``, ``._*``, ``.DS_Store``, ...: ``bbn.data.decode.is_os_metadata``) is checked
+  like every member but not extracted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
+from bbn.data.decode import is_os_metadata
 from bbn.errors import BBNError
 
 CHUNK = 1 << 20
@@ -160,6 +163,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
             members = _members(archive, opened)
             for _, name, special in members:
                 _check_member(archive, name, special)
+            members = [m for m in members if not is_os_metadata(m[1])]
             dest.mkdir(parents=True, exist_ok=True)
             for member, _, _ in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None, leave=False):
                 if is_zip:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bbn.data.decode import IMAGE_SUFFIXES
+from bbn.data.decode import is_image_name, is_os_metadata
+from bbn.data.inat import require_two_classes
 from bbn.errors import BBNError
 from bbn.sources.layout import Record
 from bbn.sources.longtail import longtail_subsample
@@ -22,21 +23,28 @@ RESERVED = {"train", "test", "val"}
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Image files below ``folder``, none inside OS metadata (``__MACOSX/``, ``._*``: ``is_os_metadata``)."""
+    return sorted(p for p in folder.rglob("*") if is_image_name(p.relative_to(folder)) and p.is_file())
+
+
+def _folders(root: Path) -> list[Path]:
+    """The sub-folders of ``root`` that may hold data: not hidden, not OS metadata."""
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and not is_os_metadata(d.name))
 
 
 def find_root(root: Path) -> Path:
     """Descend through single wrapper folders (an archive's ``cifar10/``) to the tree itself."""
     while True:
-        subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        if len(subdirs) == 1 and subdirs[0].name not in RESERVED and not _has_images_directly(root):
+        subdirs = _folders(root)
+        if (len(subdirs) == 1 and subdirs[0].name not in RESERVED and not _has_images_directly(root)
+                and not _has_images_directly(subdirs[0])):  # a class folder is not a wrapper
             root = subdirs[0]
         else:
             return root
 
 
 def _has_images_directly(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    return any(is_image_name(p.name) for p in folder.iterdir())
 
 
 Item = tuple[Path, int, str]  # file, class index (-1: unlabelled), path below its split's folder
@@ -46,8 +54,7 @@ def scan(root: Path) -> tuple[list[str], list[Item], list[Item] | None]:
     """(class names, training items, test items or None when there is no test/)."""
     root = find_root(root)
     train_root = root / "train" if (root / "train").is_dir() else root
-    classes = sorted(d.name for d in train_root.iterdir() if d.is_dir() and d.name not in RESERVED
-                     and not d.name.startswith("."))
+    classes = [d.name for d in _folders(train_root) if d.name not in RESERVED]
     if not classes:
         raise BBNError(f"{train_root}: no class folders (expected {train_root}/<class>/<image>)")
     train = [(p, c, str(p.relative_to(train_root))) for c, name in enumerate(classes)
@@ -55,6 +62,7 @@ def scan(root: Path) -> tuple[list[str], list[Item], list[Item] | None]:
     empty = [name for c, name in enumerate(classes) if not any(k == c for _, k, _ in train)]
     if empty:
         raise BBNError(f"{train_root / empty[0]}: class folder holds no images")
+    require_two_classes(train_root, classes)
     test_root = root / "test"
     if not test_root.is_dir():
         return classes, train, None
