@@ -20,7 +20,7 @@ from bbn.errors import ArgError, BBNError
 from bbn.model.network import LAST_BLOCK, BilateralNet
 from bbn.sources.download import fetch
 
-HEADS = ("cb_fc.", "rb_fc.")
+HEADS = ("cb_fc.", "rb_fc.", "fc.")
 
 
 def _resolve(source: str, md5: str, cache: Path) -> Path:
