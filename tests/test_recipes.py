@@ -137,6 +137,7 @@ def _apply(repo, name: str, extra: list[str]) -> None:
 
 
 @pytest.mark.pipeline
+@pytest.mark.timeout(2400)  # four pipelines, one a ResNet-50: ~5 min idle, far longer on a shared machine
 def test_every_recipe_family_runs_an_epoch_through_dvc_exp_run(tmp_path):
     repo = make_repo(tmp_path / "recipes")
     families = list(FAMILIES.items())
