@@ -13,7 +13,8 @@ ResNet, ``BilateralNet.conventional``):
     ce_drs            uniform / class-balanced              cross-entropy (Cao et al. 2019)
     ce_drw            uniform                               CE / CE weighted by effective numbers
     focal             uniform                               focal (Lin et al. 2017)
-    cb_focal          uniform                               focal weighted by effective numbers (Cui et al. 2019)
+    cb_focal          uniform                               sigmoid focal weighted by effective numbers (Cui et al. 2019)
+    cb_softmax_focal  uniform                               softmax focal weighted by effective numbers
     ldam_drw          uniform                               LDAM, cosine classifier, DRW weights (Cao et al. 2019)
     logit_adjust      uniform                               logit-adjusted CE (Menon et al. 2021)
     balanced_softmax  uniform                               balanced softmax (Ren et al. 2020)
@@ -35,7 +36,7 @@ class Method:
     loss: str
     bilateral: bool = False
     sampler: str = "uniform"
-    head: str = "linear"  # linear | cosine (LDAM's normalised classifier)
+    head: str = "linear"  # linear | cosine (LDAM's normalised classifier) | sigmoid (bias -log(C-1))
 
     def samplers(self, epoch: int, defer_epoch: int) -> tuple[str, ...]:
         """The training loaders that feed ``epoch`` (0-based), zipped batch by batch."""
@@ -62,7 +63,8 @@ METHODS: dict[str, Method] = {
     "ce_drs": Method("ce", sampler="deferred"),
     "ce_drw": Method("ce_drw"),
     "focal": Method("focal"),
-    "cb_focal": Method("cb_focal"),
+    "cb_focal": Method("cb_focal", head="sigmoid"),  # Cui et al.: sigmoid, bias initialised to -log(C-1)
+    "cb_softmax_focal": Method("cb_softmax_focal"),
     "ldam_drw": Method("ldam_drw", head="cosine"),
     "logit_adjust": Method("logit_adjust"),
     "balanced_softmax": Method("balanced_softmax"),

@@ -84,8 +84,9 @@ def prepare(spec: dict) -> Work:
 
 
 def _dataset(spec: dict, root: Path):
-    from bbn.data.loading import ImageList, train_transform
+    from bbn.data.loading import ImageList
     from bbn.data.prepare import prepare_images
+    from bbn.data.transforms import NORMALIZE, train_transform
     from bench import reference
     if spec["impl"] == "ref":
         return reference.image_folder(root / "originals")
@@ -96,7 +97,9 @@ def _dataset(spec: dict, root: Path):
         if not cache.exists():
             prepare_images(paths, prepared, SHORT_SIDE, PREPARE_QUALITY, workers=1)
         paths = prepared
-    return ImageList(paths, targets, train_transform(SHORT_SIDE, 0, True), decode_size=SHORT_SIDE)
+    mean, std = NORMALIZE["imagenet"]  # the cifar augmentation without the padded crop: resize, centre crop, flip
+    return ImageList(paths, targets, train_transform(SHORT_SIDE, "cifar", True, mean, std, padding=0),
+                     decode_size=SHORT_SIDE)
 
 
 def load(spec: dict) -> Work:

@@ -1,5 +1,7 @@
 """Stage evaluate: metrics on the val split and the test set, predictions and plots (params: eval)."""
 
+import json
+
 import pandas as pd
 
 from bbn.data.imagecheck import drop_unreadable
@@ -37,6 +39,8 @@ def main() -> None:
                      str(test_json))}
     alpha = test_alpha(ckpt, e.alpha)
     numbers, outputs, reported = {"tta_flip": int(e.tta_flip), "eval_alpha": alpha}, {}, None
+    # official | holdout-longtailed | holdout-balanced: what the val_ numbers are worth (stages/split.py)
+    val_split = json.loads((SPLIT / "split.json").read_text())["val_split"]
     for name, (frame, source) in sets.items():
         prepared = frame.assign(path=frame["path"].map(prepared_path))  # the prepare stage's copies
         logits, y = predict_frame(model, ckpt, prepared, source, e.batch_size, params.train.num_workers,
@@ -47,18 +51,19 @@ def main() -> None:
             numbers |= metrics_for(logits, y, classes["train_count"], s.many_above, s.few_below, name)
             reported = (logits, y)
     numbers |= posthoc_metrics(outputs["val"], outputs["test"], classes["train_count"], s.many_above, s.few_below)
-    write_json(METRICS / "eval.json", numbers)
+    write_json(METRICS / "eval.json", numbers | {"val_split": val_split})
     if reported is not None:
         write_report(*reported, classes, PLOTS)
     plots.learning_curves(pd.read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
 
     run = tracker(params.tracking, training_run_id())
     run.log_metrics({k: v for k, v in numbers.items() if v is not None})
+    run.set_tags({"val_split": val_split})
     for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
         run.log_artifact(PLOTS / png, "plots")
     run.log_artifact(PLOTS / "per_class.csv")
     shown = {k: v for k, v in numbers.items() if "top1_error" in k}
-    print(f"evaluate: {shown}")
+    print(f"evaluate: {shown} (val split: {val_split})")
 
 
 if __name__ == "__main__":

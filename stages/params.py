@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from bbn.data.transforms import preprocessing, test_resize
 from bbn.errors import BBNError
 from bbn.methods import METHODS as REGISTRY
 
@@ -72,7 +73,7 @@ class StatsParams(_Section):
 
 
 class SplitParams(_Section):
-    use_official_val: bool = False
+    use_official_val: bool | Literal["auto"] = "auto"  # auto: true for inat* (stages/split.py)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: Seed = 0
 
@@ -88,6 +89,8 @@ class ModelParams(_Section):
     blur_filter: int = Field(3, ge=2, le=7)
     pretrained: str = ""
     pretrained_md5: str = Field("", pattern=r"^([0-9a-f]{32})?$")
+    shortcut: Literal["conv", "pad"] = "conv"
+    classifier: Literal["separate", "official"] = "separate"
 
 
 
@@ -120,8 +123,11 @@ class TrainParams(_Section):
     lr_factor: float = Field(0.1, gt=0.0, le=1.0)
     warmup_epochs: int = Field(2, ge=0)
     image_size: int = Field(32, ge=8, le=1024)
+    augment: Literal["auto", "cifar", "inception"] = "auto"
+    normalize: Literal["auto", "imagenet", "cifar"] = "auto"
     crop_padding: int = Field(4, ge=0)
     hflip: bool = False
+    drop_last: bool = True
     tmax: int = Field(40, gt=0)
     val_alpha: float = Field(0.5, ge=0.0, le=1.0)
     alpha: AlphaParams = AlphaParams()
@@ -173,6 +179,7 @@ class TrackingParams(_Section):
 
 
 class Params(_Section):
+    recipe: str = ""  # the recipes/ preset applied last (stages/recipe.py); recorded with the run
     data: DataParams = DataParams()
     stats: StatsParams = StatsParams()
     split: SplitParams = SplitParams()
@@ -188,6 +195,11 @@ class Params(_Section):
         if self.train.image_size > self.prepare.short_side:
             raise ValueError(f"train.image_size: {self.train.image_size} exceeds prepare.short_side "
                              f"{self.prepare.short_side} (the prepared images would be upsampled; raise it)")
+        augment = preprocessing(self.train.augment, self.train.normalize, self.data.name)["augment"]
+        if test_resize(self.train.image_size, augment) > self.prepare.short_side:
+            raise ValueError(f"prepare.short_side: {self.prepare.short_side} is below "
+                             f"{test_resize(self.train.image_size, augment)}, the short side the {augment} test "
+                             f"transform resizes to for train.image_size {self.train.image_size}; raise it")
         return self
 
 

@@ -13,8 +13,9 @@ import torch
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from bbn.data.loading import ImageList, eval_loader, eval_transform, train_loaders, train_transform
+from bbn.data.loading import ImageList, eval_loader, train_loaders
 from bbn.data.prepare import prepared_path
+from bbn.data.transforms import eval_transform, preprocessing, test_resize, train_transform
 from bbn.errors import ArgError
 from bbn.files import read_csv, write_csv, write_json
 from bbn.methods import method
@@ -39,7 +40,8 @@ NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train
 # library arguments and the params keys that set them (error messages name the key)
 KEYS = {"device": "train.device", "sync_bn": "train.sync_bn", "method": "train.method",
         "pretrained": "model.pretrained", "pretrained_md5": "model.pretrained_md5",
-        "antialias": "model.antialias", "accumulate": "train.accumulate"}
+        "antialias": "model.antialias", "accumulate": "train.accumulate", "shortcut": "model.shortcut",
+        "classifier": "model.classifier"}
 
 
 def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
@@ -72,16 +74,21 @@ def train(params, dist: Dist, device: torch.device) -> None:
     seed_everything(t.seed)
     classes = read_csv(SPLIT / "classes.csv")
     index = dict(zip(classes["category_id"], classes["index"]))
-    train_set = _dataset(read_csv(SPLIT / "train.csv"), index,
-                         train_transform(t.image_size, t.crop_padding, t.hflip), t.image_size)
-    val_set = _dataset(read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
+    pre = preprocessing(t.augment, t.normalize, params.data.name)
+    decode = test_resize(t.image_size, pre["augment"])
+    train_set = _dataset(read_csv(SPLIT / "train.csv"), index, train_transform(
+        t.image_size, pre["augment"], t.hflip, pre["mean"], pre["std"], t.crop_padding), decode)
+    val_set = _dataset(read_csv(SPLIT / "val.csv"), index,
+                       eval_transform(t.image_size, pre["augment"], pre["mean"], pre["std"]), decode)
     loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
-                            t.accumulate, persistent=not t.deterministic)
+                            t.accumulate, persistent=not t.deterministic, drop_last=t.drop_last)
     if not len(loaders["uniform"]):
         raise ArgError("accumulate", f"{len(train_set)} training images are too few for {dist.world_size} "
-                       f"process(es) x {t.accumulate} micro-batches of at least 2 images")
+                       f"process(es) x {t.accumulate} micro-batches of {t.batch_size} images"
+                       f"{' (train.drop_last)' if t.drop_last else ' (at least 2)'}")
     val = eval_loader(val_set, 0, t.num_workers, device) if len(val_set) else None
-    model = build_model(ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, method(t.method).head))
+    model = build_model(ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, method(t.method).head,
+                                  m.shortcut, m.classifier))
     if m.pretrained and dist.main:  # DDP copies rank 0's weights to the others: one download, not one per rank
         print(load_pretrained(model, resolve(m.pretrained), m.pretrained_md5))
 
@@ -151,7 +158,7 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     t = params.train
     curve = pd.DataFrame(history)
     save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method,
-                    t.alpha.model_dump())
+                    t.alpha.model_dump(), preprocessing(t.augment, t.normalize, params.data.name))
     write_csv(PLOTS / "learning_curve.csv", curve)
     last = history[-1]
     write_json(METRICS / "train.json", finite({

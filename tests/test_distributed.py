@@ -20,8 +20,9 @@ from bbn.data.loading import train_loaders
 from bbn.data.samplers import ReversedSampler, StepBatches, UniformSampler
 from tests.conftest import env, prepared_repo, set_params
 
-# Deterministic inputs (no crop, no flip), so only the sharding differs between the two runs.
-EXACT = {"train": {"crop_padding": 0, "hflip": False, "epochs": 2}}
+# Deterministic inputs (no crop, no flip), so only the sharding differs between the two runs;
+# the last, partial step kept (train.drop_last false) so that its sharding is compared as well.
+EXACT = {"train": {"crop_padding": 0, "hflip": False, "epochs": 2, "drop_last": False}}
 
 
 @pytest.mark.parametrize("n,world,accumulate", [(94, 2, 1), (95, 2, 2), (64, 3, 1), (17, 2, 1), (40, 4, 2)])

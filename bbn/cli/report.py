@@ -4,7 +4,10 @@ Reads the MLflow store that training logs to, keeps FINISHED runs that have at l
 metrics, groups them by params (by default every param that differs between them, so seeds become
 replicates) and writes ``report.md`` (mean ± sample std per group), ``report.png`` (one bar panel
 per metric) and ``report.csv`` (the same numbers in raw units, machine-readable). A ``test_`` metric
-falls back to its ``val_`` twin for runs without test labels (iNaturalist); the table says so.
+falls back to its ``val_`` twin for runs without test labels (iNaturalist); the table says so,
+with the kind of val split the run was scored on (tag ``val_split``: ``official``, or
+``holdout-longtailed`` when it is a hold-out of a long-tailed training pool, not comparable with
+published numbers).
 """
 
 from __future__ import annotations
@@ -85,10 +88,12 @@ def summarise(runs: pd.DataFrame, group_by: list[str], metrics: list[str]) -> pd
             v = value.loc[idx].dropna()
             row |= {f"{m}_mean": v.mean(), f"{m}_std": v.std(ddof=1), f"{m}_n": len(v),
                     f"{m}_source": "+".join(sorted(source.loc[idx].dropna().unique()))}
+        kinds = runs["tags.val_split"].loc[idx].dropna() if "tags.val_split" in runs else pd.Series([], dtype=str)
+        row["val_split"] = "+".join(sorted(kinds.unique()))
         rows.append(row)
     rows.sort(key=lambda r: [_sort_key(r[g]) for g in group_by])
     return pd.DataFrame(rows, columns=[*group_by, "n"] + [f"{m}_{s}" for m in metrics
-                                                          for s in ("mean", "std", "n", "source")])
+                                                          for s in ("mean", "std", "n", "source")] + ["val_split"])
 
 
 def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFrame:
@@ -117,7 +122,8 @@ def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFram
                        f"{str(exc).splitlines()[0]}") from None
     rows = [{"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time}
             | {f"params.{k}": v for k, v in r.data.params.items()}
-            | {f"metrics.{k}": v for k, v in r.data.metrics.items()} for r in found]
+            | {f"metrics.{k}": v for k, v in r.data.metrics.items()}
+            | {f"tags.{k}": v for k, v in r.data.tags.items() if k == "val_split"} for r in found]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run_id", "status", "start_time"])
 
 
@@ -156,7 +162,8 @@ def cell(row: pd.Series, metric: str) -> str:
     text = fmt.format(mean * scale) + (f" ± {fmt.format(std * scale)}" if n > 1 else "")
     source = row[f"{metric}_source"]
     if source != metric:
-        text += " (val)" if source == fallback(metric) else " (test+val)"  # mixed within the group
+        kind = f": {row['val_split']}" if row.get("val_split") else ""
+        text += f" (val{kind})" if source == fallback(metric) else f" (test+val{kind})"  # mixed within the group
     return text + (f" (n={n})" if n != row["n"] else "")
 
 
@@ -167,7 +174,8 @@ def markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str], hea
         values = [str(row[g]).replace("|", "\\|") for g in group_by] + [str(row["n"])]
         lines.append("| " + " | ".join(values + [cell(row, m) for m in metrics]) + " |")
     note = ("Mean ± sample std over the n runs of a group; accuracies and errors in %. "
-            "(val): the run has no test labels, its val_ metric is shown.")
+            "(val): the run has no test labels, its val_ metric is shown; (val: holdout-longtailed): "
+            "that val split is a hold-out of the long-tailed training pool, not a balanced set.")
     return f"{header}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
 
 

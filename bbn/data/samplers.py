@@ -98,14 +98,15 @@ class StepBatches(BatchSampler):
     Step s takes draws [s*G, (s+1)*G) of ``sampler`` (G = batch_size * world_size * accumulate),
     cuts them into world_size * accumulate pieces and yields pieces rank*accumulate .. +accumulate-1.
     So 2 processes with accumulate 1 and 1 process with accumulate 2 see the same images in the
-    same steps. The last, partial step is split evenly; if a piece would hold fewer than 2 images
-    (BatchNorm needs 2), that remainder is dropped.
+    same steps. ``drop_last`` (the official BBN loaders' ``drop_last=True``): the last, partial
+    step is dropped, so every step has the same size. Otherwise it is split evenly; if a piece would
+    hold fewer than 2 images (BatchNorm needs 2), that remainder is dropped.
     """
 
     def __init__(self, sampler: Sampler[int], batch_size: int, world_size: int = 1, rank: int = 0,
-                 accumulate: int = 1):
+                 accumulate: int = 1, drop_last: bool = False):
         self.sampler, self.batch_size, self.world_size, self.rank = sampler, batch_size, world_size, rank
-        self.accumulate = accumulate
+        self.accumulate, self.drop_last = accumulate, drop_last
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -118,7 +119,7 @@ class StepBatches(BatchSampler):
         n, pieces = len(self.sampler), self._pieces()
         full, rest = divmod(n, self.batch_size * pieces)
         sizes = [self.batch_size] * full
-        if rest // pieces >= 2:
+        if not self.drop_last and rest // pieces >= 2:
             sizes.append(rest)  # the partial step, split by np.array_split
         return sizes
 

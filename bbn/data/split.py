@@ -44,3 +44,14 @@ def check_every_class_trains(pool: pd.DataFrame, train: pd.DataFrame) -> None:
     if lost:
         raise BBNError(f"split: category {lost[0]} has no training image after the split "
                        "(check the data, or lower split.val_fraction)")
+
+
+def val_split_kind(official: bool, train_counts) -> str:
+    """How the val split was made, for reports: ``official`` (the dataset's own val set),
+    ``holdout-longtailed`` (a stratified hold-out of a pool whose largest class has at least twice
+    the images of its smallest: as long-tailed as training, so its accuracy favours head classes
+    and is not comparable with a balanced val set) or ``holdout-balanced``."""
+    if official:
+        return "official"
+    counts = [int(c) for c in train_counts if int(c) > 0]
+    return "holdout-longtailed" if counts and max(counts) >= 2 * min(counts) else "holdout-balanced"

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bbn.data.loading import ImageList, eval_loader, eval_transform
+from bbn.data.loading import ImageList, eval_loader
 from bbn.data.stats import log_prior
+from bbn.data.transforms import checkpoint_transform, test_resize
 from bbn.errors import BBNError
 from bbn.evaluate import plots
 from bbn.evaluate.metrics import (
@@ -40,8 +41,8 @@ def predict_frame(model: BilateralNet, ckpt: dict, frame: pd.DataFrame, source: 
                   num_workers: int, alpha: float, tta_flip: bool, device: torch.device):
     """(logits, targets) for the images of ``frame`` (columns path, category_id)."""
     targets = class_indices(frame, ckpt["category_ids"], source)
-    size = ckpt["image_size"]
-    loader = eval_loader(ImageList(frame["path"], targets, eval_transform(size), decode_size=size),
+    size = test_resize(ckpt["image_size"], (ckpt.get("preprocess") or {}).get("augment", "cifar"))
+    loader = eval_loader(ImageList(frame["path"], targets, checkpoint_transform(ckpt), decode_size=size),
                          batch_size, num_workers, device)
     return predict(model, loader, device, alpha, desc=Path(source).stem, tta_flip=tta_flip)
 

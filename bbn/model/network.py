@@ -2,26 +2,37 @@
 
 One ResNet trunk is shared by both branches; only its last residual block is duplicated into a
 conventional-learning block (fed by the uniform sampler) and a re-balancing block (fed by the
-reversed sampler). Each branch ends in global average pooling (f_c, f_r) and its own classifier, and
-the logits are mixed by the cumulative-learning weight alpha:
+reversed sampler). Each branch ends in global average pooling (f_c, f_r); the classifier mixes them
+with the cumulative-learning weight alpha, in one of two equivalent forms (``classifier``):
 
-    z = alpha * W_c f_c + (1 - alpha) * W_r f_r
+    separate  z = alpha * W_c f_c + (1 - alpha) * W_r f_r          (the paper's eq. 2; two linear heads)
+    official  z = W [2 alpha f_c ; 2 (1 - alpha) f_r] + b          (Megvii-Nanjing/BBN lib/core/combiner.py
+              bbn_mix: one FC with bias over the concatenation; at test W [f_c ; f_r] + b, i.e. alpha 0.5)
+
+``official`` is ``separate`` with W_c = 2 W[:, :d], W_r = 2 W[:, d:] and one bias shared by both
+branches (instead of alpha b_c + (1 - alpha) b_r): the logits are twice the scale at equal weights.
+
+ResNet-32 shortcuts (``shortcut``): ``conv`` is He et al.'s option B (1x1 conv + BN where the shape
+changes), ``pad`` option A (stride-2 subsampling and zero channels, no parameters), the official
+CIFAR ResNet-32 of BBN and LDAM-DRW (lib/backbone/resnet_cifar.py). ResNet-50 has option B only.
 
 The backbone is built from timm's residual blocks (its ``aa_layer`` hook places BlurPool after the
-stride-1 conv + ReLU of every strided block); ``bbn.blurpool`` adds the blurred shortcuts.
+stride-1 conv + ReLU of every strided block); ``bbn.model.blurpool`` adds the blurred shortcuts.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
 from bbn.errors import ArgError
-from bbn.model.blurpool import blur_shortcuts, blurpool_layer
+from bbn.model.blurpool import BlurPool, blur_shortcuts, blurpool_layer
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,9 @@ class ModelSpec:
     num_classes: int
     antialias: str = "full"  # off | stem | full
     blur_filter: int = 3
-    head: str = "linear"  # linear | cosine (LDAM's normalised classifier)
+    head: str = "linear"  # linear | cosine (LDAM's normalised classifier) | sigmoid (linear, bias -log(C-1))
+    shortcut: str = "conv"  # conv (option B: 1x1 conv + BN) | pad (option A: parameter-free; ResNet-32 only)
+    classifier: str = "separate"  # separate (two heads, paper's eq.) | official (one FC over 2 cat(a f_c, (1-a) f_r))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +86,13 @@ def resnet32_trunk(spec: ModelSpec) -> tuple[nn.Sequential, nn.Module, int]:
     trunk.add_module("stem", stem)
     for name, stage in layers.items():
         trunk.add_module(name, stage)
-    if antialias_sites(spec.backbone, spec.antialias)[1]:
+    blur = antialias_sites(spec.backbone, spec.antialias)[1]
+    if spec.shortcut == "pad":
+        for block in trunk.modules():
+            if getattr(block, "downsample", None) is not None:
+                conv = block.downsample[0]
+                block.downsample = PadShortcut(conv.out_channels - conv.in_channels, spec.blur_filter if blur else 0)
+    elif blur:
         blur_shortcuts(trunk, spec.blur_filter)
     return trunk, last, 64
 
@@ -86,6 +105,8 @@ def resnet50_trunk(spec: ModelSpec) -> tuple[nn.Sequential, nn.Module, int]:
     ReLU, blur-subsample) and every downsampling shortcut (blur-subsample, then the 1x1 conv).
     """
     stem, blocks = antialias_sites(spec.backbone, spec.antialias)
+    if spec.shortcut != "conv":
+        raise ArgError("shortcut", f"{spec.shortcut!r}: resnet50 has 1x1 conv shortcuts only (conv)")
     net = ResNet(Bottleneck, (3, 4, 6, 3), num_classes=0, aa_layer=_aa_layer(spec))
     if stem and not blocks:  # with blocks, timm's aa_layer already blurs the stem max-pool
         net.maxpool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
@@ -100,30 +121,61 @@ def resnet50_trunk(spec: ModelSpec) -> tuple[nn.Sequential, nn.Module, int]:
     return trunk, last, 2048
 
 
+class PadShortcut(nn.Module):
+    """Option-A shortcut (He et al. 2016; the official CIFAR ResNet-32 of BBN and LDAM-DRW): the
+    input subsampled by 2 (``x[:, :, ::2, ::2]``; with ``blur_filter`` > 0 blurred first, Zhang 2019)
+    and ``extra`` zero channels, half before and half after. No parameters.
+    (N, C, H, W) -> (N, C + extra, ceil(H/2), ceil(W/2))."""
+
+    def __init__(self, extra: int, blur_filter: int = 0):
+        super().__init__()
+        self.extra = extra
+        self.blur = BlurPool(None, filt_size=blur_filter, stride=2) if blur_filter else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blur(x) if self.blur is not None else x[:, :, ::2, ::2]
+        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
 BACKBONES = {"resnet32": resnet32_trunk, "resnet50": resnet50_trunk}
 # The block that becomes the two branches, under its name in a plain (torchvision/timm) ResNet.
 LAST_BLOCK = {"resnet32": "layer3.4.", "resnet50": "layer4.2."}
+CLASSIFIERS = ("separate", "official")
 
 
 class BilateralNet(nn.Module):
-    """Shared trunk, two branch blocks, two classifiers; logits mixed by alpha."""
+    """Shared trunk, two branch blocks, the classifier (two heads or the official one FC); logits
+    mixed by alpha. Raises ``ArgError('shortcut')`` for ``pad`` on ResNet-50 and
+    ``ArgError('classifier')`` for an unknown classifier or ``official`` with a cosine head."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         if spec.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {spec.backbone!r}; choose from {sorted(BACKBONES)}")
+        if spec.shortcut not in ("conv", "pad"):
+            raise ArgError("shortcut", f"{spec.shortcut!r} is not one of conv, pad")
+        if spec.classifier not in CLASSIFIERS or (spec.classifier == "official" and spec.head == "cosine"):
+            raise ArgError("classifier", f"{spec.classifier!r}: choose separate or official (official is a "
+                           "linear head; LDAM's cosine classifier needs separate)")
         self.spec = spec
         self.trunk, block, width = BACKBONES[spec.backbone](spec)
         self.cb_block = block  # conventional learning branch (uniform sampler)
         self.rb_block = copy.deepcopy(block)  # re-balancing branch (reversed sampler)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        head = CosineLinear if spec.head == "cosine" else nn.Linear
-        self.cb_fc = head(width, spec.num_classes)
-        self.rb_fc = head(width, spec.num_classes)
+        if spec.classifier == "official":
+            self.fc = nn.Linear(2 * width, spec.num_classes)
+        else:
+            head = CosineLinear if spec.head == "cosine" else nn.Linear
+            self.cb_fc = head(width, spec.num_classes)
+            self.rb_fc = head(width, spec.num_classes)
         _init_weights(self)
+        if spec.head == "sigmoid":  # Cui et al.'s prior for sigmoid losses: p = 1/C per class at the start
+            for fc in (m for m in self.modules() if isinstance(m, nn.Linear)):
+                nn.init.constant_(fc.bias, -math.log(max(spec.num_classes - 1, 1)))
 
-    def branch_logits(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False):
-        """(W_c f_c, W_r f_r). With ``x_r`` None both branches see ``x_c`` through one trunk pass.
+    def features(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False):
+        """(f_c, f_r), each (N, d): pooled features of both branches. With ``x_r`` None both branches
+        see ``x_c`` through one trunk pass.
 
         In training the two batches go through the trunk separately, so each keeps its own
         BatchNorm batch statistics as in the official implementation. ``single_pass`` sends them
@@ -132,37 +184,63 @@ class BilateralNet(nn.Module):
         """
         if x_r is not None and single_pass:
             h_c, h_r = self.trunk(torch.cat([x_c, x_r])).split([len(x_c), len(x_r)])
-            return self.cb_fc(self.pool(self.cb_block(h_c))), self.rb_fc(self.pool(self.rb_block(h_r)))
-        h_c = self.trunk(x_c)
-        h_r = h_c if x_r is None else self.trunk(x_r)
-        f_c = self.pool(self.cb_block(h_c))
-        f_r = self.pool(self.rb_block(h_r))
+        else:
+            h_c = self.trunk(x_c)
+            h_r = h_c if x_r is None else self.trunk(x_r)
+        return self.pool(self.cb_block(h_c)), self.pool(self.rb_block(h_r))
+
+    def classify(self, f_c: torch.Tensor, f_r: torch.Tensor, alpha: float) -> torch.Tensor:
+        """Logits (N, C) of the features mixed by ``alpha`` (the module docstring's two forms)."""
+        if self.spec.classifier == "official":
+            return self.fc(2.0 * torch.cat([alpha * f_c, (1.0 - alpha) * f_r], dim=1))
+        return mix_logits(*self.heads(f_c, f_r), alpha)
+
+    def heads(self, f_c: torch.Tensor, f_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_c f_c, W_r f_r), the logits at alpha 1 and at alpha 0 (``official``: 2 W[:, :d] f_c + b and
+        2 W[:, d:] f_r + b). Both classifiers are affine in alpha, so ``mix_logits`` of the pair is
+        ``classify`` at any alpha; each branch's logits depend on its own features only."""
+        if self.spec.classifier == "official":
+            d = f_c.shape[1]
+            return (F.linear(2.0 * f_c, self.fc.weight[:, :d], self.fc.bias),
+                    F.linear(2.0 * f_r, self.fc.weight[:, d:], self.fc.bias))
         return self.cb_fc(f_c), self.rb_fc(f_r)
+
+    def branch_logits(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False):
+        """(W_c f_c, W_r f_r) of the two batches (``features``, ``heads``); the training step mixes
+        them with ``mix_logits``."""
+        return self.heads(*self.features(x_c, x_r, single_pass))
 
     def conventional(self, x: torch.Tensor) -> torch.Tensor:
         """The conventional branch alone: a plain ResNet, what the single-branch baselines train."""
-        return self.cb_fc(self.pool(self.cb_block(self.trunk(x))))
+        f_c = self.pool(self.cb_block(self.trunk(x)))
+        if self.spec.classifier == "official":  # fc(2 cat(f_c, 0)) without computing f_r
+            return F.linear(2.0 * f_c, self.fc.weight[:, :f_c.shape[1]], self.fc.bias)
+        return self.cb_fc(f_c)
 
     def forward(self, x: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
         """Inference: both branches see the same image; ``alpha`` 0.5 weighs them equally."""
         if alpha == 1.0:  # nothing of the re-balancing branch is used: skip its compute
             return self.conventional(x)
-        logits_c, logits_r = self.branch_logits(x)
-        return mix_logits(logits_c, logits_r, alpha)
+        return self.classify(*self.features(x), alpha)
 
 
 class CosineLinear(nn.Module):
-    """Cosine classifier (LDAM's ``NormedLinear``): logits = normalised features . normalised weights.
+    """Cosine classifier (LDAM's ``NormedLinear``, kaidic/LDAM-DRW models/resnet_cifar.py): logits =
+    normalised features . normalised class vectors, (N, in) -> (N, out) in [-1, 1].
 
     The weight has ``nn.Linear``'s shape (out, in) so the parameter names match the linear head.
+    Initialised as the reference: uniform(-1, 1), then every class vector (row) scaled to unit
+    norm. The forward pass normalises anyway, but the gradient of a direction shrinks as 1/||w||:
+    at unit norm the angular steps are the reference's, not ||w||^2 times smaller.
     """
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1))
+        weight = torch.empty(out_features, in_features).uniform_(-1, 1)
+        self.weight = nn.Parameter(weight / weight.norm(dim=1, keepdim=True))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(f, dim=1) @ nn.functional.normalize(self.weight, dim=1).t()
+        return F.normalize(f, dim=1) @ F.normalize(self.weight, dim=1).t()
 
 
 def mix_logits(logits_c: torch.Tensor, logits_r: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -31,7 +31,7 @@ from bbn.errors import ArgError, BBNError
 from bbn.model.network import LAST_BLOCK, BilateralNet
 from bbn.sources.download import fetch
 
-HEADS = ("cb_fc.", "rb_fc.")
+HEADS = ("cb_fc.", "rb_fc.", "fc.")  # this project's classifiers (fc: model.classifier official)
 WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "net", "network")
 PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.", "encoder.")
 DROPPED = ("fc.", "head.", "classifier.", "linear.", "last_linear.")  # ImageNet/CIFAR classifiers

@@ -61,6 +61,26 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float,
     return F.nll_loss(focal_log_p, target, weight=weight.to(logits), reduction="sum") / len(target)
 
 
+def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cui et al.'s class-balanced focal loss (CVPR 2019, eq. 6 and their code,
+    richardaecn/class-balanced-loss src/cifar_main.py ``focal_loss``): one sigmoid per class.
+
+    With one-hot labels y (N, C), p = sigmoid(z) and the modulator (1 - p)^gamma for y = 1, p^gamma
+    for y = 0 (computed as exp(-gamma * (y z + log(1 + exp(-z)))) for stability):
+        loss = sum_{i,c} w_{y_i} * modulator_ic * BCE(z_ic, y_ic) / sum_{i,c} y_ic
+    i.e. summed over batch x classes and divided by the number of positives (= N). Every class
+    column of sample i, negatives included, carries the weight w_{y_i} of its label (``weight``
+    (C,), e.g. ``effective_number_weights``; None = 1). ``logits`` (N, C), ``target`` (N,) ->
+    0-dim tensor.
+    """
+    y = F.one_hot(target, logits.shape[1]).to(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    modulator = torch.exp(-gamma * (y * logits + F.softplus(-logits))) if gamma else 1.0
+    w = 1.0 if weight is None else weight.to(logits)[target][:, None]
+    return (w * modulator * bce).sum() / y.sum()
+
+
 def ldam_margins(counts, max_m: float = 0.5) -> torch.Tensor:
     """Per-class margins m_c proportional to n_c ** (-1/4), scaled so that max_c m_c = max_m.
 
@@ -110,7 +130,7 @@ def balanced_softmax_loss(logits: torch.Tensor, target: torch.Tensor, counts) ->
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES = ("ce", "ce_drw", "focal", "cb_focal", "ldam_drw", "logit_adjust", "balanced_softmax")
+LOSSES = ("ce", "ce_drw", "focal", "cb_focal", "cb_softmax_focal", "ldam_drw", "logit_adjust", "balanced_softmax")
 
 
 def loss_for(name: str, b, counts, epoch: int) -> LossFn:
@@ -125,9 +145,10 @@ def loss_for(name: str, b, counts, epoch: int) -> LossFn:
         return lambda z, y: F.cross_entropy(z, y, weight=_on(weight, z))
     if name == "focal":
         return lambda z, y: focal_loss(z, y, b.focal_gamma)
-    if name == "cb_focal":
+    if name in ("cb_focal", "cb_softmax_focal"):
         weight = _float(effective_number_weights(counts, b.cb_beta))
-        return lambda z, y: focal_loss(z, y, b.focal_gamma, weight=_on(weight, z))
+        focal = sigmoid_focal_loss if name == "cb_focal" else focal_loss
+        return lambda z, y: focal(z, y, b.focal_gamma, weight=_on(weight, z))
     if name == "ldam_drw":
         margins = _float(ldam_margins(counts, b.ldam_max_m))
         weight = _float(drw_weights(counts, epoch, b.defer_epoch, b.cb_beta))

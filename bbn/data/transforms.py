@@ -1,0 +1,102 @@
+"""The image transforms, one definition for training, validation, evaluation and ``bbn-predict``.
+
+Two augmentations, by the field's names (the parameters are explicit so that other
+implementations, e.g. batched on a device, can match them exactly):
+
+* ``cifar`` (He et al. 2016; BBN and LDAM-DRW lib/dataset/imbalance_cifar.py): resize the short side
+  to ``size`` and centre-crop ``size`` (the identity for 32 px CIFAR at 32), then a random
+  ``size`` crop from the image zero-padded by ``padding`` pixels on every side (4, ``CIFAR_PADDING``,
+  in the field; 0: no crop), then a horizontal flip with probability 0.5. Test: the same resize
+  and centre crop, i.e. the image as is.
+* ``inception`` (Szegedy et al. 2015; BBN's iNaturalist configs, lib/data_transform/
+  transform_wrapper.py): ``RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))`` (a crop of
+  8-100 % of the image area anywhere in the image, resized to ``size``), then the flip. Test: resize
+  the short side to ``int(size / 0.875)`` (256 for 224), centre crop ``size``.
+
+Both end with conversion to float in [0, 1] and per-channel normalisation by a dataset's mean and
+std (``NORMALIZE``). The flip can be switched off (``hflip``) for data where mirroring changes the
+class (digits).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+AUGMENTS = ("cifar", "inception")
+CIFAR_PADDING = 4
+RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)
+CENTRE_FRACTION = 0.875  # inception test: centre crop of 87.5 % of the resized short side
+NORMALIZE = {
+    # ImageNet statistics (torchvision; BBN's iNaturalist configs)
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # CIFAR statistics as BBN and LDAM-DRW use them (lib/dataset/imbalance_cifar.py)
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+}
+CIFAR_DATASETS = ("cifar10_lt", "cifar100_lt")
+
+
+def default_augment(dataset: str) -> str:
+    """``auto``: ``cifar`` for the small-image datasets (CIFAR-LT, the embedded digits), ``inception``
+    for photos (iNaturalist, ImageFolder)."""
+    return "cifar" if dataset in CIFAR_DATASETS or dataset == "digits" else "inception"
+
+
+def default_normalize(dataset: str) -> str:
+    """``auto``: CIFAR statistics for CIFAR-LT, ImageNet statistics otherwise (digits included)."""
+    return "cifar" if dataset in CIFAR_DATASETS else "imagenet"
+
+
+def preprocessing(augment: str, normalize: str, dataset: str) -> dict:
+    """{'augment', 'mean', 'std'} with ``auto`` resolved for ``dataset``: what a checkpoint carries so
+    that evaluation and prediction use the training's test transform."""
+    augment = default_augment(dataset) if augment == "auto" else augment
+    mean, std = NORMALIZE[default_normalize(dataset) if normalize == "auto" else normalize]
+    return {"augment": augment, "mean": list(mean), "std": list(std)}
+
+
+def test_resize(size: int, augment: str) -> int:
+    """Short side the test transform resizes to before its centre crop of ``size``."""
+    return int(size / CENTRE_FRACTION) if augment == "inception" else size
+
+
+class _Contiguous(torch.nn.Module):
+    """Crops and flips leave strided views of the decoded (H, W, C) buffer; the float conversion and
+    normalisation run ~7x faster on a contiguous tensor (measured: 0.88 ms vs 0.12 ms at 224 px)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
+
+
+def _normalise(mean, std) -> list:
+    return [_Contiguous(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+def train_transform(size: int, augment: str, hflip: bool, mean, std, padding: int = CIFAR_PADDING) -> v2.Compose:
+    """uint8 (C, H, W) image -> normalised float (3, size, size), augmented as ``augment``
+    (``padding``: the ``cifar`` crop's zero padding). ValueError for an unknown ``augment``."""
+    if augment == "inception":
+        ops: list = [v2.RandomResizedCrop(size, scale=RRC_SCALE, ratio=RRC_RATIO, antialias=True)]
+    elif augment == "cifar":
+        ops = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+        if padding:
+            ops.append(v2.RandomCrop(size, padding=padding))
+    else:
+        raise ValueError(f"unknown augment {augment!r}; choose from {AUGMENTS}")
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops + _normalise(mean, std))
+
+
+def eval_transform(size: int, augment: str = "cifar", mean=NORMALIZE["imagenet"][0],
+                   std=NORMALIZE["imagenet"][1]) -> v2.Compose:
+    """The test transform of ``augment``: resize the short side (``test_resize``), centre crop ``size``."""
+    return v2.Compose([v2.Resize(test_resize(size, augment), antialias=True), v2.CenterCrop(size)]
+                      + _normalise(mean, std))
+
+
+def checkpoint_transform(ckpt: dict) -> v2.Compose:
+    """The test transform a checkpoint was trained for (older checkpoints: cifar, ImageNet stats)."""
+    pre = ckpt.get("preprocess") or {}
+    mean, std = NORMALIZE["imagenet"]
+    return eval_transform(ckpt["image_size"], pre.get("augment", "cifar"), pre.get("mean", mean), pre.get("std", std))
