@@ -134,7 +134,7 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     t = params.train
     curve = pd.DataFrame(history)
     save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method,
-                    t.alpha.model_dump())
+                    t.alpha.model_dump(), params.prepare.model_dump())  # bbn-predict repeats the prepare step
     write_csv(PLOTS / "learning_curve.csv", curve)
     last = history[-1]
     write_json(METRICS / "train.json", finite({

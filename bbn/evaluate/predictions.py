@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from bbn.data.loading import ImageList, eval_loader, eval_transform
+from bbn.data.prepare import OriginalImages
 from bbn.data.stats import log_prior
 from bbn.errors import BBNError
 from bbn.evaluate import plots
@@ -37,12 +38,17 @@ def class_indices(frame: pd.DataFrame, category_ids, source: str) -> list[int]:
 
 
 def predict_frame(model: BilateralNet, ckpt: dict, frame: pd.DataFrame, source: str, batch_size: int,
-                  num_workers: int, alpha: float, tta_flip: bool, device: torch.device):
-    """(logits, targets) for the images of ``frame`` (columns path, category_id)."""
+                  num_workers: int, alpha: float, tta_flip: bool, device: torch.device, originals: bool = False):
+    """(logits, targets) for the images of ``frame`` (columns path, category_id). ``originals``:
+    the paths are original files, which go through the checkpoint's prepare step in memory first
+    (``bbn.data.prepare.prepared_image``), so that they give the logits of their prepared copies."""
     targets = class_indices(frame, ckpt["category_ids"], source)
-    size = ckpt["image_size"]
-    loader = eval_loader(ImageList(frame["path"], targets, eval_transform(size), decode_size=size),
-                         batch_size, num_workers, device)
+    size, prep = ckpt["image_size"], ckpt.get("prepare") or {}
+    if originals and prep:
+        images = OriginalImages(frame["path"], targets, eval_transform(size), size, prep["short_side"], prep["quality"])
+    else:
+        images = ImageList(frame["path"], targets, eval_transform(size), decode_size=size)
+    loader = eval_loader(images, batch_size, num_workers, device)
     return predict(model, loader, device, alpha, desc=Path(source).stem, tta_flip=tta_flip)
 
 

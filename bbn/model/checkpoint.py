@@ -17,13 +17,16 @@ from bbn.model.network import BilateralNet, ModelSpec, build_model
 
 
 def save_checkpoint(path: str | Path, model: BilateralNet, image_size: int, category_ids: Sequence[int],
-                    names: Sequence[str], epochs: int, method: str = "bbn", alpha: dict | None = None) -> None:
+                    names: Sequence[str], epochs: int, method: str = "bbn", alpha: dict | None = None,
+                    prepare: dict | None = None) -> None:
     """Write ``path`` atomically. ``method``: the ``bbn.methods`` name it was trained with and
     ``alpha``: its alpha schedule as a dict (schedule, value), from which inference takes the
-    test-time branch weight (``bbn.model.inference.test_alpha``)."""
+    test-time branch weight (``bbn.model.inference.test_alpha``). ``prepare``: the prepare step
+    its images went through ({short_side, quality}), which inference on original files repeats
+    (``bbn.data.prepare.prepared_image``)."""
     state = {"spec": model.spec.to_dict(), "state_dict": model.state_dict(), "image_size": image_size,
              "category_ids": [int(c) for c in category_ids], "names": [str(n) for n in names], "epochs": epochs,
-             "method": method, "alpha": alpha or {}}
+             "method": method, "alpha": alpha or {}, "prepare": prepare or {}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
