@@ -62,14 +62,14 @@ def labelled(targets: np.ndarray) -> bool:
     return len(targets) > 0 and bool((targets >= 0).all())
 
 
-def metrics_for(logits: np.ndarray, targets: np.ndarray, train_counts, many_above: int, few_below: int,
-                prefix: str) -> dict:
-    found = classification_metrics(logits, targets, np.asarray(train_counts), many_above, few_below)
+def metrics_for(logits: np.ndarray, targets: np.ndarray, groups, prefix: str) -> dict:
+    """``classification_metrics`` with keys ``<prefix>_<metric>``, rounded to 6 digits."""
+    found = classification_metrics(logits, targets, groups)
     return {f"{prefix}_{k}": None if v is None else round(v, 6) for k, v in found.items()}
 
 
 def posthoc_metrics(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], train_counts,
-                    many_above: int, few_below: int) -> dict:
+                    groups) -> dict:
     """Post-hoc logit adjustment (Menon et al. 2021): test logits - tau * log prior, with tau chosen
     on the val split alone (balanced accuracy); {} without labelled val and test sets."""
     (val_logits, val_y), (test_logits, test_y) = val, test
@@ -78,13 +78,26 @@ def posthoc_metrics(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, 
     prior = log_prior(train_counts)
     tau, _ = tune_tau(val_logits, val_y, prior)
     adjusted = posthoc_adjust(test_logits, prior, tau)
-    found = metrics_for(adjusted, test_y, train_counts, many_above, few_below, "test_posthoc")
-    return {"posthoc_tau": round(float(tau), 4)} | found
+    return {"posthoc_tau": round(float(tau), 4)} | metrics_for(adjusted, test_y, groups, "test_posthoc")
+
+
+HEADLINE = ("top1_error", "top5_error", "macro_acc", "many_acc", "medium_acc", "few_acc", "ece")
+
+
+def headline(numbers: dict, reported: str) -> tuple[dict, dict]:
+    """(headline, details) of the evaluation numbers: the headline holds the reported split's
+    (``reported``: 'test', or 'val' without test labels) top-1/top-5 error, macro, many/medium/few
+    accuracy and ECE, and the shot-group sizes (``<group>_classes``); the details hold the rest."""
+    keys = [f"{reported}_{k}" for k in HEADLINE] + [k for k in numbers if k.endswith("_classes")]
+    head = {k: numbers[k] for k in keys if k in numbers}
+    return head, {k: v for k, v in numbers.items() if k not in head}
 
 
 def write_report(logits: np.ndarray, targets: np.ndarray, classes: pd.DataFrame, folder: Path) -> None:
-    """Per-class CSV and the pictures: accuracy vs frequency, reliability, most confused classes."""
-    table = per_class_table(logits, targets, classes["name"], classes["category_id"], classes["train_count"])
+    """Per-class CSV and the pictures: accuracy vs frequency, reliability, most confused classes.
+    ``classes``: one row per class in model order (category_id, name, train_count, group)."""
+    table = per_class_table(logits, targets, classes["name"], classes["category_id"], classes["train_count"],
+                            classes["group"])
     with atomic_path(folder / "per_class.csv", suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     plots.per_class_accuracy(table, folder / "per_class_accuracy.png")
@@ -93,6 +106,6 @@ def write_report(logits: np.ndarray, targets: np.ndarray, classes: pd.DataFrame,
     with atomic_path(folder / "reliability.csv", suffix=".csv") as tmp:
         pd.DataFrame(bins).to_csv(tmp, index=False)
     plots.reliability(bins, expected_calibration_error(probs, targets), folder / "reliability.png")
-    plots.confused_pairs(most_confused(logits, targets, classes["name"]), folder / "confusion.png")
+    plots.confused_pairs(most_confused(logits, targets, classes["name"]), folder / "confusion.png", len(classes))
     with atomic_path(folder / "confusion.csv", suffix=".csv") as tmp:
         confused_pairs(logits, targets, classes["name"]).to_csv(tmp, index=False)

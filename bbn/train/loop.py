@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from bbn.errors import ArgError, BBNError
 from bbn.methods import method
@@ -30,6 +29,7 @@ from bbn.model.inference import validate
 from bbn.model.network import BilateralNet, mix_logits
 from bbn.train.distributed import Dist, effective_lr, wrap
 from bbn.train.losses import LossFn, bilateral_loss, loss_for
+from bbn.train.progress import epoch_progress
 from bbn.train.schedules import cumulative_alpha, lr_at
 
 
@@ -204,9 +204,8 @@ def train_epoch(model: nn.Module, loaders: list[DataLoader], step: Step, optimiz
         _set_epoch(loader, epoch)
     steps = _Steps(forward, optimizer, scaler, accumulate)
     meters = {k: _Meter() for k in ROW}
-    batches = tqdm(zip(*loaders), total=len(loaders[0]), desc=f"epoch {epoch}",
-                   disable=None if dist.main else True, leave=False)
-    for micro, pairs in enumerate(batches):
+    progress = epoch_progress(len(loaders[0]), f"epoch {epoch}", enabled=dist.main)
+    for micro, pairs in enumerate(zip(*loaders)):
         pairs = [(speed.to(x, device), y.to(device, non_blocking=True)) for x, y in pairs]
         with steps.context(micro):
             with speed.autocast(device):
@@ -216,6 +215,8 @@ def train_epoch(model: nn.Module, loaders: list[DataLoader], step: Step, optimiz
         n = len(pairs[0][1])
         for k, v in {"train_loss": loss.item(), **accs}.items():
             meters[k].add(v, n)
+        progress.update(n * len(pairs))
+    progress.close()
     return dict(zip(ROW, _Meter.global_means(list(meters.values()), dist))) | {"steps": steps.count}
 
 
