@@ -148,6 +148,13 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     diff = sh(tiny_repo, "dvc", "metrics", "diff", "HEAD", "--json").stdout
     changed = json.loads(diff)["metrics/eval.json"]
     assert "test_ece" in changed and changed["test_ece"]["diff"] != 0
+    # the README's comparison table: only what differs between the two experiments
+    header = sh(tiny_repo, "dvc", "exp", "show", "--only-changed", "--md").stdout.splitlines()[0]
+    assert "train.tmax" in header and "test_ece" in header, header
+    assert "train.batch_size" not in header and "num_classes" not in header, header
+    narrow = sh(tiny_repo, "dvc", "exp", "show", "--only-changed", "--md", "--drop", "stats.*|train.device",
+                "--keep", "test_top1_error").stdout.splitlines()[0]
+    assert "test_top1_error" in narrow and len(narrow) <= len(header)
     shown = sh(tiny_repo, "dvc", "plots", "show", "-o", "plots_html")
     assert shown.returncode == 0
     page = (tiny_repo / "plots_html/index.html").read_text()

@@ -1,6 +1,6 @@
 """Progress of a training epoch: a tqdm bar on a terminal, a plain line at a steady cadence in a log.
 
-tqdm with ``disable=None`` is silent when stderr is not a terminal (``nohup``, DVC's queue, CI),
+tqdm with ``disable=None`` is silent when stderr is not a terminal (``nohup``, a job queue, CI),
 so an epoch of several minutes printed nothing until it ended. There each update is counted and a
 line such as ``epoch 3: 120/400 steps (30%), 512 img/s, ETA 1m20s`` is written to stderr every
 ``interval`` seconds (default 30): whole lines, no carriage returns, readable in any log viewer.
