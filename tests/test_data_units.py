@@ -144,7 +144,7 @@ def test_classification_metrics_groups():
     counts = np.array([500, 150, 60, 30, 10, 3])  # many: 0, 1; medium: 2, 3; few: 4, 5
     labels = [0, 0, 1, 1, 2, 2, 2, 3, 4, 4, 5, 5]
     preds = [0, 0, 1, 0, 2, 1, 1, 3, 4, 0, 0, 0]
-    m = classification_metrics(_predictions(preds, 6), np.array(labels), counts, 100, 20)
+    m = classification_metrics(_predictions(preds, 6), np.array(labels), shot_group(counts, 100, 20))
     assert m["top1_acc"] == pytest.approx(6 / 12) and m["top1_error"] == pytest.approx(6 / 12)
     assert m["many_acc"] == pytest.approx((1 + 1 / 2) / 2)
     assert m["medium_acc"] == pytest.approx((1 / 3 + 1) / 2)
@@ -154,7 +154,7 @@ def test_classification_metrics_groups():
 def test_classification_metrics_empty_group():
     counts = np.array([500, 150, 10, 5, 3, 2])  # no medium-shot class
     labels = [0, 1, 2, 3, 4, 5]
-    m = classification_metrics(_predictions([0, 0, 2, 3, 0, 0], 6), np.array(labels), counts, 100, 20)
+    m = classification_metrics(_predictions([0, 0, 2, 3, 0, 0], 6), np.array(labels), shot_group(counts, 100, 20))
     assert m["medium_acc"] is None
     assert m["many_acc"] == pytest.approx(0.5) and m["few_acc"] == pytest.approx(0.5)
     assert m["top5_error"] <= m["top1_error"]
