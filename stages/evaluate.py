@@ -7,8 +7,11 @@ import pandas as pd
 from bbn.data.imagecheck import drop_unreadable
 from bbn.data.inat import find_json, load_images
 from bbn.data.prepare import prepared_path
+from bbn.data.stats import group_sizes
+from bbn.errors import BBNError
 from bbn.evaluate import plots
 from bbn.evaluate.predictions import (
+    headline,
     labelled,
     metrics_for,
     posthoc_metrics,
@@ -27,12 +30,23 @@ from stages.runs import tracker, training_run_id
 REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
 
 
+def shot_groups(classes: pd.DataFrame) -> pd.Series:
+    """Each class's shot group as the stats stage computed it (data/stats/class_counts.csv), in model order."""
+    table = pd.read_csv(STATS / "class_counts.csv")
+    groups = classes["category_id"].map(dict(zip(table["category_id"], table["group"])))
+    if groups.isna().any():
+        raise BBNError(f"{STATS / 'class_counts.csv'}: no shot group for category "
+                       f"{classes['category_id'][groups.isna()].iloc[0]} (rerun the stats stage)")
+    return groups
+
+
 def main() -> None:
     params = load_params()
-    e, s = params.eval, params.stats
+    e = params.eval
     device = resolve_device(params.train.device)
     model, ckpt = load_checkpoint(MODEL, device)
     classes = read_csv(SPLIT / "classes.csv")
+    classes["group"] = shot_groups(classes)
     test_json = find_json(RAW, "test")
     sets = {"val": (read_csv(SPLIT / "val.csv"), f"{SPLIT}/val.csv"),
             "test": (drop_unreadable(load_images(test_json, labelled=False), read_csv(STATS / "unreadable.csv")),
@@ -41,6 +55,7 @@ def main() -> None:
     numbers, outputs, reported = {"tta_flip": int(e.tta_flip), "eval_alpha": alpha}, {}, None
     # official | holdout-longtailed | holdout-balanced: what the val_ numbers are worth (stages/split.py)
     val_split = json.loads((SPLIT / "split.json").read_text())["val_split"]
+    numbers |= group_sizes(classes["group"])
     for name, (frame, source) in sets.items():
         prepared = frame.assign(path=frame["path"].map(prepared_path))  # the prepare stage's copies
         logits, y = predict_frame(model, ckpt, prepared, source, e.batch_size, params.train.num_workers,
@@ -48,12 +63,14 @@ def main() -> None:
         save_predictions(PREDICTIONS / f"{name}.npz", frame["image_id"], logits, y, ckpt["category_ids"])
         outputs[name] = (logits, y)
         if labelled(y):  # the iNat test set has no public labels: then val is what we can report
-            numbers |= metrics_for(logits, y, classes["train_count"], s.many_above, s.few_below, name)
-            reported = (logits, y)
-    numbers |= posthoc_metrics(outputs["val"], outputs["test"], classes["train_count"], s.many_above, s.few_below)
-    write_json(METRICS / "eval.json", numbers | {"val_split": val_split})
+            numbers |= metrics_for(logits, y, classes["group"], name)
+            reported = name
+    numbers |= posthoc_metrics(outputs["val"], outputs["test"], classes["train_count"], classes["group"])
+    head, details = headline(numbers, reported or "test")
+    write_json(METRICS / "eval.json", head | {"val_split": val_split})
+    write_json(METRICS / "eval_details.json", details)
     if reported is not None:
-        write_report(*reported, classes, PLOTS)
+        write_report(*outputs[reported], classes, PLOTS)
     plots.learning_curves(pd.read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
 
     run = tracker(params.tracking, training_run_id())
@@ -62,8 +79,7 @@ def main() -> None:
     for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
         run.log_artifact(PLOTS / png, "plots")
     run.log_artifact(PLOTS / "per_class.csv")
-    shown = {k: v for k, v in numbers.items() if "top1_error" in k}
-    print(f"evaluate: {shown} (val split: {val_split})")
+    print(f"evaluate: {head} (val split: {val_split})")
 
 
 if __name__ == "__main__":

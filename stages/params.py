@@ -59,6 +59,7 @@ class DataParams(_Section):
 
 
 class StatsParams(_Section):
+    groups: Literal["fixed", "terciles"] = "fixed"  # bbn.data.stats.shot_thresholds
     many_above: int = Field(100, ge=0)
     few_below: int = Field(20, ge=1)
 

@@ -104,8 +104,8 @@ def train(params, dist: Dist, device: torch.device) -> None:
         if not dist.main:
             return
         saved.save(model, state, mlrun.run_id)
-        mlrun.log_metrics(finite(row), step=epoch + 1)
-        print(f"epoch {epoch + 1}/{t.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.4g}  "
+        mlrun.log_metrics(finite(row), step=epoch)  # 1-based, as the log, the curve and lr_steps count
+        print(f"epoch {epoch}/{t.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.4g}  "
               f"loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  val_acc {row['val_acc']:.4f}  "
               f"{row['seconds']:.1f}s", flush=True)
 
@@ -158,7 +158,8 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     t = params.train
     curve = pd.DataFrame(history)
     save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method,
-                    t.alpha.model_dump(), preprocessing(t.augment, t.normalize, params.data.name))
+                    t.alpha.model_dump(), preprocessing(t.augment, t.normalize, params.data.name),
+                    params.prepare.model_dump())  # bbn-predict repeats the prepare step
     write_csv(PLOTS / "learning_curve.csv", curve)
     last = history[-1]
     write_json(METRICS / "train.json", finite({

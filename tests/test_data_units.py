@@ -14,7 +14,7 @@ import yaml
 
 from bbn.data.inat import load_categories, load_images
 from bbn.data.split import stratified_split
-from bbn.data.stats import class_counts, shot_group, summary
+from bbn.data.stats import class_table, group_sizes, shot_group, shot_thresholds, summary
 from bbn.errors import BBNError
 from bbn.evaluate.metrics import classification_metrics, per_class_accuracy, topk_error
 from bbn.evaluate.submission import validate_submission, write_submission
@@ -82,20 +82,37 @@ def test_shot_group_boundaries():
     assert list(got) == ["many", "medium", "medium", "few", "few"]
 
 
-def test_class_counts_and_summary():
-    cats = pd.DataFrame({"id": [0, 1, 2, 3, 4], "name": list("abcde")})
-    per_class = {0: 150, 1: 50, 2: 5, 4: 10}  # category 3 has no image
-    images = pd.DataFrame({"category_id": [c for c, n in per_class.items() for _ in range(n)]})
-    table = class_counts(images, cats, many_above=100, few_below=20)
+def test_class_table_and_summary():
+    classes = pd.DataFrame({"category_id": [0, 1, 2, 3, 4], "name": list("abcde"),
+                            "train_count": [150, 50, 5, 0, 10]})  # category 3 has no image
+    table = class_table(classes, many_above=100, few_below=20)
     assert list(table["category_id"]) == [0, 1, 4, 2, 3]
-    assert list(table["count"]) == [150, 50, 10, 5, 0]
+    assert list(table["train_count"]) == [150, 50, 10, 5, 0]
     assert list(table["group"]) == ["many", "medium", "few", "few", "few"]
     assert list(table["rank"]) == [1, 2, 3, 4, 5] and list(table["name"]) == list("abecd")
     s = summary(table)
-    assert s["num_classes"] == 5 and s["num_train_images"] == 215 and s["empty_classes"] == 1
-    assert s["max_count"] == 150 and s["min_count"] == 0
+    assert s["num_classes"] == 5 and s["num_train_images"] == 215
     assert s["imbalance_ratio"] == pytest.approx(30.0)  # 150 / 5, empty class ignored
     assert (s["many_classes"], s["medium_classes"], s["few_classes"]) == (1, 1, 3)
+
+
+def test_tercile_groups_when_every_class_is_large():
+    """12 plant-seedling-like classes, all > 100 images: the fixed rule puts all in many-shot
+    (medium and few empty); terciles give 4 / 4 / 4, and the sizes always add up to the classes."""
+    counts = np.array([460, 390, 350, 300, 280, 260, 250, 230, 220, 200, 180, 150])
+    fixed = shot_group(counts, *shot_thresholds(counts, "fixed", 100, 20))
+    assert group_sizes(fixed) == {"many_classes": 12, "medium_classes": 0, "few_classes": 0}
+    many_above, few_below = shot_thresholds(counts, "terciles", 100, 20)
+    assert (many_above, few_below) == (280, 230)  # many: > 5th largest, few: < 5th smallest
+    groups = shot_group(counts, many_above, few_below)
+    assert group_sizes(groups) == {"many_classes": 4, "medium_classes": 4, "few_classes": 4}
+    assert list(groups[:4]) == ["many"] * 4 and list(groups[-4:]) == ["few"] * 4
+    tied = np.array([120, 120, 120, 120, 130, 110])  # ties at a boundary stay together, in medium
+    assert group_sizes(shot_group(tied, *shot_thresholds(tied, "terciles", 0, 0))) == {
+        "many_classes": 1, "medium_classes": 4, "few_classes": 1}
+    assert set(shot_group([5, 9], *shot_thresholds([5, 9], "terciles", 0, 0))) == {"medium"}
+    with pytest.raises(ValueError, match="quartiles"):
+        shot_thresholds(counts, "quartiles", 100, 20)
 
 
 # --------------------------------------------------------------------------------------- metrics
@@ -127,7 +144,7 @@ def test_classification_metrics_groups():
     counts = np.array([500, 150, 60, 30, 10, 3])  # many: 0, 1; medium: 2, 3; few: 4, 5
     labels = [0, 0, 1, 1, 2, 2, 2, 3, 4, 4, 5, 5]
     preds = [0, 0, 1, 0, 2, 1, 1, 3, 4, 0, 0, 0]
-    m = classification_metrics(_predictions(preds, 6), np.array(labels), counts, 100, 20)
+    m = classification_metrics(_predictions(preds, 6), np.array(labels), shot_group(counts, 100, 20))
     assert m["top1_acc"] == pytest.approx(6 / 12) and m["top1_error"] == pytest.approx(6 / 12)
     assert m["many_acc"] == pytest.approx((1 + 1 / 2) / 2)
     assert m["medium_acc"] == pytest.approx((1 / 3 + 1) / 2)
@@ -137,7 +154,7 @@ def test_classification_metrics_groups():
 def test_classification_metrics_empty_group():
     counts = np.array([500, 150, 10, 5, 3, 2])  # no medium-shot class
     labels = [0, 1, 2, 3, 4, 5]
-    m = classification_metrics(_predictions([0, 0, 2, 3, 0, 0], 6), np.array(labels), counts, 100, 20)
+    m = classification_metrics(_predictions([0, 0, 2, 3, 0, 0], 6), np.array(labels), shot_group(counts, 100, 20))
     assert m["medium_acc"] is None
     assert m["many_acc"] == pytest.approx(0.5) and m["few_acc"] == pytest.approx(0.5)
     assert m["top5_error"] <= m["top1_error"]

@@ -118,7 +118,7 @@ def test_one_failing_rank_stops_the_job(ddp_repo, tmp_path):
         "    import bbn.train.loop as t\n"
         "    real = t.train_epoch\n"
         "    def failing(*args, **kwargs):\n"
-        "        if args[5] == 1:\n"
+        "        if args[5] == 2:  # the 1-based epoch\n"
         "            raise RuntimeError('injected failure on rank 1')\n"
         "        return real(*args, **kwargs)\n"
         "    t.train_epoch = failing\n")

@@ -11,9 +11,11 @@ import torch
 from PIL import Image
 
 from bbn.cli.predict import classify, collect_images, main
+from bbn.data.stats import shot_group
 from bbn.errors import BBNError
 from bbn.evaluate.metrics import (
     classification_metrics,
+    confused_classes,
     confused_pairs,
     expected_calibration_error,
     most_confused,
@@ -21,7 +23,7 @@ from bbn.evaluate.metrics import (
     per_class_table,
     reliability_bins,
 )
-from bbn.evaluate.predictions import predict_frame, write_report
+from bbn.evaluate.predictions import headline, predict_frame, write_report
 from bbn.model.checkpoint import load_checkpoint, save_checkpoint
 from bbn.model.network import ModelSpec, build_model
 
@@ -70,15 +72,46 @@ def test_macro_worst_and_shot_groups_on_a_constructed_profile():
     labels = np.array([0, 0, 1, 1, 2, 2, 2, 3, 4, 4, 5, 5])
     preds = np.array([0, 0, 1, 0, 2, 1, 1, 3, 4, 0, 0, 0])
     logits = np.eye(6)[preds] * 5.0
-    m = classification_metrics(logits, labels, counts, many_above=100, few_below=20)
+    m = classification_metrics(logits, labels, shot_group(counts, many_above=100, few_below=20))
     per_class = [1, 1 / 2, 1 / 3, 1, 1 / 2, 0]
     assert m["macro_acc"] == pytest.approx(sum(per_class) / 6)
     assert m["worst_class_acc"] == 0.0
     assert m["many_acc"] == pytest.approx(3 / 4) and m["medium_acc"] == pytest.approx(2 / 3)
     assert m["few_acc"] == pytest.approx(1 / 4)
     # the same predictions judged with other group thresholds move classes between groups
-    m2 = classification_metrics(logits, labels, counts, many_above=40, few_below=5)
+    m2 = classification_metrics(logits, labels, shot_group(counts, many_above=40, few_below=5))
     assert m2["many_acc"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3) and m2["few_acc"] == 0.0
+    # an empty group has no accuracy (None), and says so through its size
+    m3 = classification_metrics(logits, labels, shot_group(counts, many_above=2, few_below=1))
+    assert m3["many_acc"] == pytest.approx(m["macro_acc"]) and m3["medium_acc"] is None and m3["few_acc"] is None
+
+
+def test_headline_and_details():
+    numbers = {"tta_flip": 0, "eval_alpha": 0.5, "many_classes": 3, "medium_classes": 0, "few_classes": 2,
+               "val_top1_error": 0.3, "val_nll": 1.0, "test_top1_error": 0.2, "test_top5_error": 0.1,
+               "test_macro_acc": 0.7, "test_many_acc": 0.9, "test_medium_acc": None, "test_few_acc": 0.4,
+               "test_ece": 0.05, "test_nll": 0.8, "test_top1_acc": 0.8, "posthoc_tau": 1.0}
+    head, details = headline(numbers, "test")
+    assert list(head) == ["test_top1_error", "test_top5_error", "test_macro_acc", "test_many_acc",
+                          "test_medium_acc", "test_few_acc", "test_ece", "many_classes", "medium_classes",
+                          "few_classes"]
+    assert head["test_medium_acc"] is None and head["medium_classes"] == 0
+    assert set(head) | set(details) == set(numbers) and not set(head) & set(details)
+    val_head, _ = headline(numbers, "val")  # no test labels (iNaturalist): the val split is the headline
+    assert "val_top1_error" in val_head and "test_top1_error" not in val_head
+
+
+def test_confusion_shows_every_class_when_there_are_few():
+    """12 classes: all 12 in the confusion matrix (the top-20 cells once left a class out)."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(12), 10)
+    pred = np.where(rng.random(120) < 0.8, labels, rng.integers(0, 12, 120))
+    pred[labels == 11] = 11  # a class that is never confused
+    logits = np.eye(12)[pred]
+    names = [f"c{i}" for i in range(12)]
+    assert list(most_confused(logits, labels, names).index) == names
+    many = np.arange(30)  # more classes than k: the classes of the confused cells only
+    assert confused_classes(np.eye(30)[np.where(many == 4, 9, many)], many, k=20) == [4, 9]
 
 
 def test_per_class_table_and_most_confused():
@@ -98,10 +131,12 @@ def test_write_report_files(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 40)
     logits = rng.normal(size=(40, 4)) + 3 * np.eye(4)[labels]
-    classes = pd.DataFrame({"category_id": [3, 5, 8, 9], "name": list("wxyz"), "train_count": [50, 20, 5, 1]})
+    classes = pd.DataFrame({"category_id": [3, 5, 8, 9], "name": list("wxyz"), "train_count": [50, 20, 5, 1],
+                            "group": ["many", "medium", "few", "few"]})
     write_report(logits, labels, classes, tmp_path)
     table = pd.read_csv(tmp_path / "per_class.csv")
     assert list(table["category_id"]) == [3, 5, 8, 9] and table["eval_images"].sum() == 40
+    assert list(table["group"]) == ["many", "medium", "few", "few"]
     assert pd.read_csv(tmp_path / "reliability.csv")["count"].sum() == 40
     assert len(pd.read_csv(tmp_path / "confusion.csv").columns) == 2
     for png in ("per_class_accuracy.png", "reliability.png", "confusion.png"):

@@ -39,7 +39,8 @@ def test_every_method_trains_and_evaluates(prepared, method):
     for name in ("train", "evaluate", "submit"):
         proc = stage(prepared, name)
         assert proc.returncode == 0, proc.stderr
-    numbers = json.loads((prepared / "metrics/eval.json").read_text())
+    numbers = {**json.loads((prepared / "metrics/eval.json").read_text()),
+               **json.loads((prepared / "metrics/eval_details.json").read_text())}
     for key in EXPECTED:
         assert f"test_{key}" in numbers and f"val_{key}" in numbers, key
     assert 0.0 <= numbers["test_top1_error"] <= 1.0

@@ -27,21 +27,21 @@ C = 7  # number of classes of the test networks
     ("cosine", math.sqrt(2) / 2, lambda t: math.cos(math.pi * t / 2)),
 ])
 def test_alpha_schedules(schedule, half, expected_fn):
-    tmax = 40
-    assert cumulative_alpha(0, tmax, schedule) == pytest.approx(1.0)
-    assert cumulative_alpha(tmax // 2, tmax, schedule) == pytest.approx(half)
-    assert cumulative_alpha(tmax, tmax, schedule) == pytest.approx(0.0, abs=1e-12)
-    for epoch in (1, 7, 13, 33):
-        assert cumulative_alpha(epoch, tmax, schedule) == pytest.approx(expected_fn(epoch / tmax))
+    tmax = 40  # epochs count from 1: alpha = f((epoch - 1) / T_max)
+    assert cumulative_alpha(1, tmax, schedule) == pytest.approx(1.0)
+    assert cumulative_alpha(tmax // 2 + 1, tmax, schedule) == pytest.approx(half)
+    assert cumulative_alpha(tmax + 1, tmax, schedule) == pytest.approx(0.0, abs=1e-12)
+    for epoch in (2, 8, 14, 34):
+        assert cumulative_alpha(epoch, tmax, schedule) == pytest.approx(expected_fn((epoch - 1) / tmax))
     # past T_max alpha stays at 0 (1 - 2^2 = -3 without the clamp)
-    for epoch in (tmax + 1, 2 * tmax, 10 * tmax):
+    for epoch in (tmax + 2, 2 * tmax + 1, 10 * tmax):
         assert cumulative_alpha(epoch, tmax, schedule) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_alpha_monotone_and_fixed():
-    values = [cumulative_alpha(e, 10, "parabolic") for e in range(15)]
+    values = [cumulative_alpha(e, 10, "parabolic") for e in range(1, 16)]
     assert all(a >= b for a, b in zip(values, values[1:]))
-    for epoch in (0, 5, 10, 100):
+    for epoch in (1, 5, 10, 100):
         assert cumulative_alpha(epoch, 10, "fixed", value=0.3) == pytest.approx(0.3)
         assert cumulative_alpha(epoch, 10, "fixed", value=1.0) == 1.0
     with pytest.raises(ValueError):

@@ -35,23 +35,40 @@ def repro(tiny_repo):
 
 
 def test_repro_runs_every_stage(tiny_repo, repro):
-    assert ran(repro.stdout) == ["download", "stats", "split", "prepare", "train", "evaluate", "submit"]
+    stages = ran(repro.stdout)
+    assert sorted(stages) == sorted(["download", "check", "split", "stats", "prepare", "train", "evaluate", "submit"])
+    assert stages.index("split") < stages.index("stats") < stages.index("evaluate")  # groups from post-split counts
     for path in ["data/raw", "data/split/train.csv", "models/model.pt", "predictions/test.npz",
                  "submission.csv", "metrics/stats.json", "metrics/train.json", "metrics/eval.json",
                  "plots/class_distribution.png", "plots/learning_curve.png", "dvc.lock"]:
         assert (tiny_repo / path).exists(), path
 
 
+def evaluation_numbers(repo) -> dict:
+    """metrics/eval.json (the headline) and metrics/eval_details.json (the rest) together."""
+    return {**json.loads((repo / "metrics/eval.json").read_text()),
+            **json.loads((repo / "metrics/eval_details.json").read_text())}
+
+
 def test_metrics_are_flat_and_complete(tiny_repo, repro):
-    numbers = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    head = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    assert set(head) == {f"test_{k}" for k in ("top1_error", "top5_error", "macro_acc", "many_acc", "medium_acc",
+                                                "few_acc", "ece")} | {"many_classes", "medium_classes", "few_classes"}
+    numbers = evaluation_numbers(tiny_repo)
     for split in ("val", "test"):
-        for key in ("top1_error", "top5_error", "many_acc", "medium_acc", "few_acc"):
+        for key in ("top1_error", "top5_error", "many_acc", "medium_acc", "few_acc", "nll"):
             assert f"{split}_{key}" in numbers
     assert all(not isinstance(v, (dict, list)) for v in numbers.values())
     assert 0.0 <= numbers["test_top1_error"] <= 1.0
     assert numbers["test_top5_error"] <= numbers["test_top1_error"]
+    stats = json.loads((tiny_repo / "metrics/stats.json").read_text())
+    sizes = {k: head[k] for k in ("many_classes", "medium_classes", "few_classes")}
+    assert sizes == {k: stats[k] for k in sizes} and sum(sizes.values()) == stats["num_classes"]
+    train, val = (pd.read_csv(tiny_repo / f"data/split/{s}.csv") for s in ("train", "val"))
+    assert (stats["num_train_images"], stats["num_val_images"]) == (len(train), len(val)) and len(val) > 0
     shown = sh(tiny_repo, "dvc", "metrics", "show").stdout
-    assert "test_top1_error" in shown and "imbalance_ratio" in shown
+    assert "test_top1_error" in shown and "imbalance_ratio" in shown and "test_nll" not in shown
+    assert max(map(len, shown.splitlines())) < 400  # was ~1,000 characters a line
 
 
 def test_submission_has_one_valid_row_per_test_image(tiny_repo, repro):
@@ -66,7 +83,7 @@ def test_submission_has_one_valid_row_per_test_image(tiny_repo, repro):
 
 
 def test_evaluation_outputs(tiny_repo, repro):
-    numbers = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    numbers = evaluation_numbers(tiny_repo)
     for key in ("macro_acc", "worst_class_acc", "nll", "ece", "top1_acc"):
         assert f"test_{key}" in numbers
     assert numbers["tta_flip"] == 0
@@ -74,6 +91,8 @@ def test_evaluation_outputs(tiny_repo, repro):
     table = pd.read_csv(tiny_repo / "plots/per_class.csv")
     assert list(table["category_id"]) == list(classes["category_id"])
     assert list(table["train_count"]) == list(classes["train_count"])
+    groups = pd.read_csv(tiny_repo / "data/stats/class_counts.csv").set_index("category_id")["group"]
+    assert list(table["group"]) == list(groups[table["category_id"]])
     assert table["accuracy"].mean() == pytest.approx(numbers["test_macro_acc"], abs=1e-5)
     for name in ("val", "test"):
         saved = np.load(tiny_repo / f"predictions/{name}.npz")
@@ -128,7 +147,14 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     # the DVC view of the two experiments: metrics diff and the declared plots
     diff = sh(tiny_repo, "dvc", "metrics", "diff", "HEAD", "--json").stdout
     changed = json.loads(diff)["metrics/eval.json"]
-    assert "test_nll" in changed and changed["test_nll"]["diff"] != 0
+    assert "test_ece" in changed and changed["test_ece"]["diff"] != 0
+    # the README's comparison table: only what differs between the two experiments
+    header = sh(tiny_repo, "dvc", "exp", "show", "--only-changed", "--md").stdout.splitlines()[0]
+    assert "train.tmax" in header and "test_ece" in header, header
+    assert "train.batch_size" not in header and "num_classes" not in header, header
+    narrow = sh(tiny_repo, "dvc", "exp", "show", "--only-changed", "--md", "--drop", "stats.*|train.device",
+                "--keep", "test_top1_error").stdout.splitlines()[0]
+    assert "test_top1_error" in narrow and len(narrow) <= len(header)
     shown = sh(tiny_repo, "dvc", "plots", "show", "-o", "plots_html")
     assert shown.returncode == 0
     page = (tiny_repo / "plots_html/index.html").read_text()

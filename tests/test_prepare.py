@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from bbn.data.prepare import open_reduced, prepare_images, prepared_path
+from bbn.data.prepare import open_reduced, prepare_bytes, prepare_images, prepared_path
 from bbn.errors import BBNError
 
 
@@ -60,3 +61,31 @@ def test_prepared_path_and_errors(tmp_path):
     broken.write_bytes(b"\xff\xd8 not really")
     with pytest.raises(BBNError, match="prepare: 1 image.*broken.jpg"):
         prepare_images([str(broken)], [str(tmp_path / "out.jpg")], 64, workers=1)
+
+
+def test_predict_on_originals_sees_the_tensor_evaluation_gets_from_the_prepared_copy(tmp_path):
+    """Photo-sized JPEG and PNG (larger than the prepare size) and a small image: the prepare step in
+    memory (bbn-predict) gives the very tensor the prepared copy gives (evaluation)."""
+    from bbn.data.loading import ImageList, eval_transform
+    from bbn.data.prepare import OriginalImages
+
+    (tmp_path / "raw").mkdir()
+    photo = _photo(tmp_path / "raw/photo.jpg", 500, 375)
+    rng = np.random.default_rng(3)
+    png = tmp_path / "raw/seedling.png"
+    Image.fromarray(rng.integers(0, 255, (150, 170, 3), dtype=np.uint8)).save(png)
+    small = _photo(tmp_path / "raw/small.jpg", 40, 50, seed=2)
+    sources = [str(photo), str(png), str(small)]
+    targets = [prepared_path(s, str(tmp_path / "raw"), str(tmp_path / "prep")) for s in sources]
+    short_side, quality, size = 64, 90, 56
+    prepare_images(sources, targets, short_side, quality, workers=1)
+    transform = eval_transform(size)
+    evaluated = ImageList(targets, [0, 1, 2], transform, decode_size=size)
+    predicted = OriginalImages(sources, [0, 1, 2], transform, size, short_side, quality)
+    decoded_directly = ImageList(sources, [0, 1, 2], transform, decode_size=size)  # the old bbn-predict
+    for i in range(3):
+        assert torch.equal(evaluated[i][0], predicted[i][0]), sources[i]
+    for i in range(2):  # the photo-sized ones: decoding the original directly is another tensor
+        assert (evaluated[i][0] - decoded_directly[i][0]).abs().mean() > 1e-3, sources[i]
+    again = prepare_bytes(open(targets[0], "rb").read(), short_side, quality)
+    assert again == open(targets[0], "rb").read()  # idempotent: a prepared copy is its own prepared copy

@@ -52,6 +52,14 @@ def store(tmp_path_factory) -> str:
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
                          metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
         client.set_terminated(run_id, status)
+    plants = client.create_experiment("plants", artifact_location=(folder / "mlartifacts").as_uri())
+    for method, err, many in (("bbn", 0.1, 0.9), ("ce", 0.2, 0.8)):  # every class > 100 images
+        run_id = client.create_run(plants).info.run_id
+        metrics = {"test_top1_error": err, "test_many_acc": many, "many_classes": 12, "medium_classes": 0,
+                   "few_classes": 0}
+        client.log_batch(run_id, params=[Param("train.method", method)],
+                         metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+        client.set_terminated(run_id, "FINISHED")
     return uri
 
 
@@ -140,3 +148,18 @@ def test_cli_exits_1_with_one_line(store, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown --group-by param 'nope'")
+
+
+def test_group_sizes_beside_accuracies_and_empty_groups_said_so(store, tmp_path, capsys):
+    """Every class large (12 plant species > 100 images): medium and few are empty; the report keeps
+    their columns and says so instead of dropping them without a word."""
+    main(args(store, tmp_path / "plants", "--experiment", "plants"))
+    table = (tmp_path / "plants/report.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| train.method"))
+    assert "test_medium_acc (%)" in header and "test_few_acc (%)" in header
+    bbn = next(line for line in table.splitlines() if line.startswith("| bbn"))
+    assert bbn.count("empty group (0 classes)") == 2 and "90.00 (12 classes)" in bbn
+    assert "Not shown" not in table
+    main(args(store, tmp_path / "old", "--group-by", "train.method"))  # runs without group sizes
+    text = (tmp_path / "old/report.md").read_text()
+    assert "classes)" not in text.split("Mean ±")[0]

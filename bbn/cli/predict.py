@@ -4,9 +4,11 @@ Inputs are image files, folders (searched recursively for image files) or ``.txt
 list one image path per line. The CSV holds, per image, the top-1 category id, name and
 probability, and the top-k ids and probabilities (space-separated, best first), and an ``error``
 column: a file that cannot be read (empty, truncated, not an image: ``bbn.data.imagecheck``) gets a
-row with the reason there and no prediction, and the other images are still classified. The images go
-through exactly the evaluation stage's transform and both-branch inference, so the top-1 agrees
-with ``predictions/test.npz``.
+row with the reason there and no prediction, and the other images are still classified. Each original
+goes through the prepare step in memory (resize to the checkpoint's prepare short side, JPEG re-encode
+at its quality: ``bbn.data.prepare.prepared_image``), then the evaluation stage's transform and
+both-branch inference: the network sees the tensor evaluation got from the prepared copy, so the
+top-1 agrees with ``predictions/test.npz``.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ def _classify(checkpoint: str | Path, paths: list[str], top_k: int, batch_size: 
     frame = pd.DataFrame({"path": paths, "category_id": -1})
     if alpha is None:  # as the evaluation stage: what the model's method declares (bbn.methods)
         alpha = test_alpha(ckpt, 0.5)
-    logits, _ = predict_frame(model, ckpt, frame, "predict", batch_size, 0, alpha, tta_flip, dev)
+    if not ckpt.get("prepare"):
+        print(f"bbn-predict: {checkpoint} does not record its prepare step (an older checkpoint): "
+              "images are decoded as they are, and may classify differently from evaluation", file=sys.stderr)
+    logits, _ = predict_frame(model, ckpt, frame, "predict", batch_size, 0, alpha, tta_flip, dev, originals=True)
     probs = softmax(logits.astype(np.float64))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
     ids, names = np.asarray(ckpt["category_ids"]), np.asarray(ckpt["names"], dtype=object)

@@ -7,7 +7,9 @@ per metric) and ``report.csv`` (the same numbers in raw units, machine-readable)
 falls back to its ``val_`` twin for runs without test labels (iNaturalist); the table says so,
 with the kind of val split the run was scored on (tag ``val_split``: ``official``, or
 ``holdout-longtailed`` when it is a hold-out of a long-tailed training pool, not comparable with
-published numbers).
+published numbers). Each many/medium/few-shot accuracy carries the size of its shot group (the
+``<group>_classes`` metric of the evaluation); a group without classes is shown as empty, never
+silently dropped.
 """
 
 from __future__ import annotations
@@ -37,6 +39,27 @@ REPLICATE_PARAMS = {"train.seed", "data.seed"}  # varying these repeats an exper
 def fallback(metric: str) -> str | None:
     """The val_ twin of a test_ metric: the best number a run without test labels has."""
     return "val_" + metric.removeprefix("test_") if metric.startswith("test_") else None
+
+
+def group_size_metric(metric: str) -> str | None:
+    """``many_classes`` for ``test_many_acc`` (and the medium, few and posthoc ones); None otherwise."""
+    for g in ("many", "medium", "few"):
+        if metric.endswith(f"_{g}_acc"):
+            return f"{g}_classes"
+    return None
+
+
+def group_sizes(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """Per run: the size of ``metric``'s shot group (NaN: not a group metric, or not logged)."""
+    size = group_size_metric(metric)
+    column = f"metrics.{size}" if size else None
+    return runs[column].astype(float) if column in runs else pd.Series(float("nan"), index=runs.index)
+
+
+def is_empty_group(runs: pd.DataFrame, metric: str) -> bool:
+    """Whether ``metric`` is a shot-group accuracy whose group has no class in any of ``runs``."""
+    sizes = group_sizes(runs, metric).dropna()
+    return len(sizes) > 0 and bool((sizes == 0).all())
 
 
 def is_percent(metric: str) -> bool:
@@ -72,7 +95,8 @@ def _sort_key(value: object) -> tuple:
 
 def summarise(runs: pd.DataFrame, group_by: list[str], metrics: list[str]) -> pd.DataFrame:
     """One row per group: the group-by values, ``n`` runs, and per metric ``<m>_mean``, ``<m>_std``
-    (sample std, NaN for one run), ``<m>_n`` and ``<m>_source`` (metric names used, '+'-joined).
+    (sample std, NaN for one run), ``<m>_n``, ``<m>_source`` (metric names used, '+'-joined) and
+    ``<m>_classes`` (shot-group sizes of a many/medium/few metric, '/'-joined; '' otherwise).
 
     ``runs`` has one row per run with ``params.<name>`` and ``metrics.<name>`` columns (as
     ``mlflow.search_runs`` names them); values stay in raw units (fractions, not percent).
@@ -86,14 +110,17 @@ def summarise(runs: pd.DataFrame, group_by: list[str], metrics: list[str]) -> pd
         row = dict(zip(group_by, key), n=len(idx))
         for m, (value, source) in resolved.items():
             v = value.loc[idx].dropna()
+            sizes = sorted(group_sizes(runs.loc[idx], m).dropna().astype(int).unique())
             row |= {f"{m}_mean": v.mean(), f"{m}_std": v.std(ddof=1), f"{m}_n": len(v),
-                    f"{m}_source": "+".join(sorted(source.loc[idx].dropna().unique()))}
+                    f"{m}_source": "+".join(sorted(source.loc[idx].dropna().unique())),
+                    f"{m}_classes": "/".join(map(str, sizes))}
         kinds = runs["tags.val_split"].loc[idx].dropna() if "tags.val_split" in runs else pd.Series([], dtype=str)
         row["val_split"] = "+".join(sorted(kinds.unique()))
         rows.append(row)
     rows.sort(key=lambda r: [_sort_key(r[g]) for g in group_by])
     return pd.DataFrame(rows, columns=[*group_by, "n"] + [f"{m}_{s}" for m in metrics
-                                                          for s in ("mean", "std", "n", "source")] + ["val_split"])
+                                                          for s in ("mean", "std", "n", "source", "classes")]
+                        + ["val_split"])
 
 
 def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFrame:
@@ -129,11 +156,12 @@ def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFram
 
 def select(runs: pd.DataFrame, metrics: list[str], explicit: bool, last: int | None) -> tuple[pd.DataFrame, list[str]]:
     """FINISHED runs with at least one metric (the ``last`` newest); metrics no run has are an error
-    when asked for by name, and quietly dropped from the defaults."""
+    when asked for by name, and dropped from the defaults (``main`` says which) — except the
+    accuracy of a shot group that is empty in every run, which stays and is shown as empty."""
     runs = runs[runs["status"] == "FINISHED"]
     if runs.empty:
         raise BBNError("no FINISHED runs match (check --experiment and --filter)")
-    missing = [m for m in metrics if resolve(runs, m)[0].isna().all()]
+    missing = [m for m in metrics if resolve(runs, m)[0].isna().all() and not is_empty_group(runs, m)]
     if missing and explicit:
         alt = f" or {fallback(missing[0])}" if fallback(missing[0]) else ""
         raise BBNError(f"metric {missing[0]!r}{alt} is logged by none of the {len(runs)} finished runs")
@@ -154,20 +182,25 @@ def check_group_by(runs: pd.DataFrame, group_by: list[str]) -> None:
 
 
 def cell(row: pd.Series, metric: str) -> str:
-    """``mean ± std`` in percent for accuracies/errors, marked when the val_ fallback was used."""
+    """``mean ± std`` in percent for accuracies/errors, marked when the val_ fallback was used, with
+    the shot group's size for a many/medium/few accuracy (``empty`` for a group without classes)."""
     mean, std, n = row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_n"]
+    classes = row.get(f"{metric}_classes", "")
     if n == 0:
-        return "–"
+        return "empty group (0 classes)" if classes == "0" else "–"
     scale, fmt = (100.0, "{:.2f}") if is_percent(metric) else (1.0, "{:.4g}")
     text = fmt.format(mean * scale) + (f" ± {fmt.format(std * scale)}" if n > 1 else "")
     source = row[f"{metric}_source"]
     if source != metric:
         kind = f": {row['val_split']}" if row.get("val_split") else ""
         text += f" (val{kind})" if source == fallback(metric) else f" (test+val{kind})"  # mixed within the group
+    if classes:
+        text += f" ({classes} classes)"
     return text + (f" (n={n})" if n != row["n"] else "")
 
 
-def markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str], header: str) -> str:
+def markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str], header: str,
+             dropped: list[str] = ()) -> str:
     heads = [*group_by, "n", *(f"{m} (%)" if is_percent(m) else m for m in metrics)]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for _, row in summary.iterrows():
@@ -175,7 +208,11 @@ def markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str], hea
         lines.append("| " + " | ".join(values + [cell(row, m) for m in metrics]) + " |")
     note = ("Mean ± sample std over the n runs of a group; accuracies and errors in %. "
             "(val): the run has no test labels, its val_ metric is shown; (val: holdout-longtailed): "
-            "that val split is a hold-out of the long-tailed training pool, not a balanced set.")
+            "that val split is a hold-out of the long-tailed training pool, not a balanced set. "
+            "Many/medium/few-shot: classes grouped by their training images after the val hold-out "
+            "(`stats.groups`); (k classes): the size of that shot group; an empty group has no accuracy.")
+    if dropped:
+        note += f"\nNot shown (logged by none of these runs): {', '.join(dropped)}."
     return f"{header}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
 
 
@@ -195,7 +232,9 @@ def plot(summary: pd.DataFrame, group_by: list[str], metrics: list[str], target:
         val = (summary[f"{m}_source"] != m) & (summary[f"{m}_n"] > 0)  # hatched: val_ fallback used
         ax.barh(range(len(labels)), summary[f"{m}_mean"] * scale, xerr=summary[f"{m}_std"].fillna(0) * scale,
                 color="tab:blue", hatch=["//" if v else "" for v in val], edgecolor="white", capsize=3)
-        ax.set_title(m + (" (%)" if scale == 100 else "") + (", hatched: val_" if val.any() else ""), fontsize=9)
+        empty = ", empty group" if (summary[f"{m}_classes"] == "0").all() else ""
+        ax.set_title(m + (" (%)" if scale == 100 else "") + (", hatched: val_" if val.any() else "") + empty,
+                     fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0][0].invert_yaxis()  # first group on top, as in the table
@@ -228,8 +267,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    runs, metrics = select(load_runs(uri, args.experiment, args.filter),
-                           list(args.metrics or METRICS), args.metrics is not None, args.last)
+    asked = list(args.metrics or METRICS)
+    runs, metrics = select(load_runs(uri, args.experiment, args.filter), asked, args.metrics is not None, args.last)
     runs = runs.dropna(axis=1, how="all")  # params only the dropped runs had are not "varying"
     group_by = varying_params(runs) if args.group_by is None else list(args.group_by)
     check_group_by(runs, group_by)
@@ -239,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
               + f": {_count(len(runs), 'run')} in {_count(len(summary), 'group')}"
               + f" by {', '.join(group_by) or '(nothing)'}; "
               + f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.")
-    text = markdown(summary, group_by, metrics, header)
+    text = markdown(summary, group_by, metrics, header, [m for m in asked if m not in metrics])
     out = Path(args.out)
     write_text(out / "report.md", text)
     with atomic_path(out / "report.csv", suffix=".csv") as tmp:

@@ -27,10 +27,14 @@ class ImageList(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def load(self, data: bytes) -> torch.Tensor:
+        """One file's bytes as the uint8 image (3, H, W) the transform gets."""
+        return decode(data, self.decode_size)
+
     def __getitem__(self, i: int):
         try:
             with open(self.paths[i], "rb") as fh:
-                image = decode(fh.read(), self.decode_size)
+                image = self.load(fh.read())
         except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "not an image"
             raise BBNError(f"{self.paths[i]}: cannot read image ({exc})") from None
         return self.transform(image), self.targets[i]

@@ -9,26 +9,35 @@ same relative path. Training and evaluation then read the small copies; image-si
 JPEG or PNG, are copied byte for byte (not linked: the folder may go into a hard-link cache, which must
 not adopt the user's own files); every other image goes through ``bbn.data.decode.load_rgb`` (EXIF
 orientation applied, 16-bit scaled, alpha on white), so the copy is upright and has no orientation tag.
+
+``prepare_bytes`` is the one definition of that step: the stage writes its output to disk, and
+inference on original files (``bbn-predict``) applies it in memory with the short side and quality
+the checkpoint carries, so an image reaches the network as the same tensor either way
+(``prepared_image``).
 """
 
 from __future__ import annotations
 
+import io
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
+import torch
 from PIL import Image
 from tqdm import tqdm
 
-from bbn.data.decode import load_rgb, open_reduced, orientation  # noqa: F401 (open_reduced: re-exported)
+from bbn.data.decode import decode, load_rgb, open_reduced, orientation  # noqa: F401 (open_reduced: re-exported)
+from bbn.data.loading import ImageList
 from bbn.errors import BBNError
 
 PARALLEL_FROM = 500  # below this, worker start-up costs more than it saves
 
 
 def resize_short(img: Image.Image, short_side: int) -> Image.Image:
+    """``img`` resized (bicubic) so that its short side is ``short_side``; smaller images unchanged."""
     w, h = img.size
     if min(w, h) <= short_side:
         return img
@@ -36,16 +45,47 @@ def resize_short(img: Image.Image, short_side: int) -> Image.Image:
     return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=None)
 
 
-def prepare_one(src: str, dst: str, short_side: int, quality: int = 95) -> None:
-    dst_path = Path(dst)
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(src) as probe:
+def prepare_bytes(data: bytes, short_side: int, quality: int = 95) -> bytes:
+    """An encoded image as the prepare stage stores it: ``data`` itself when its short side is at
+    most ``short_side`` and it is an upright 8-bit RGB/greyscale JPEG or PNG, else decoded upright in
+    RGB (``load_rgb``: EXIF orientation, 16-bit, alpha) at reduced scale, resized to at most that
+    short side (bicubic) and re-encoded as JPEG at ``quality``. Deterministic, and idempotent (a prepared image maps to
+    itself). Raises PIL's OSError / ValueError for data that is not an image."""
+    with Image.open(io.BytesIO(data)) as probe:
         as_is = (min(probe.size) <= short_side and probe.format in ("JPEG", "PNG") and probe.mode in ("RGB", "L")
                  and orientation(probe) == 1)
     if as_is:  # nothing to gain from re-encoding
-        shutil.copyfile(src, dst_path)
-        return
-    resize_short(load_rgb(src, short_side), short_side).save(dst_path, format="JPEG", quality=quality)
+        return data
+    out = io.BytesIO()
+    resize_short(load_rgb(io.BytesIO(data), short_side), short_side).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def prepared_image(data: bytes, short_side: int, quality: int = 95, min_side: int = 0) -> torch.Tensor:
+    """The uint8 tensor (3, H, W) that training and evaluation decode from the prepared copy of the
+    image ``data``: ``decode(prepare_bytes(data, short_side, quality), min_side)``."""
+    return decode(prepare_bytes(data, short_side, quality), min_side)
+
+
+class OriginalImages(ImageList):
+    """An ``ImageList`` of original files that applies the prepare step in memory (``prepared_image``
+    at ``short_side`` and ``quality``): the tensors of an ``ImageList`` of their prepared copies."""
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], transform, decode_size: int,
+                 short_side: int, quality: int):
+        super().__init__(paths, targets, transform, decode_size)
+        self.short_side, self.quality = short_side, quality
+
+    def load(self, data: bytes) -> torch.Tensor:
+        return prepared_image(data, self.short_side, self.quality, self.decode_size)
+
+
+def prepare_one(src: str, dst: str, short_side: int, quality: int = 95) -> None:
+    """Write the prepared copy of file ``src`` to ``dst`` (folders created; the stage writes into a
+    temporary folder that gets its name when every image is done)."""
+    dst_path = Path(dst)
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    dst_path.write_bytes(prepare_bytes(Path(src).read_bytes(), short_side, quality))
 
 
 def _safe(args: tuple[str, str], short_side: int, quality: int) -> str:

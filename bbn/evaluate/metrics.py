@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bbn.data.stats import GROUPS, shot_group
+from bbn.data.stats import GROUPS
 
 
 def topk_error(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -75,13 +75,14 @@ def _nanmean(x: np.ndarray) -> float | None:
     return float(x.mean()) if len(x) else None
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray,
-                           many_above: int, few_below: int) -> dict[str, float | None]:
-    """Every metric above, flat (None: a shot group without classes in this set)."""
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, groups) -> dict[str, float | None]:
+    """Every metric above, flat. ``groups`` (C,): each class's shot group ('many' / 'medium' /
+    'few', ``bbn.data.stats.class_table``); a group's accuracy is the mean per-class accuracy of its
+    classes that have evaluation images (None: none has, e.g. an empty group)."""
     num_classes = logits.shape[1]
     pred = logits.argmax(axis=1)
     acc = per_class_accuracy(pred, labels, num_classes)
-    groups = shot_group(train_counts, many_above, few_below)
+    groups = np.asarray(groups)
     present = acc[~np.isnan(acc)]
     out: dict[str, float | None] = {
         "top1_error": topk_error(logits, labels, 1),
@@ -97,19 +98,26 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, train_counts:
     return out
 
 
-def per_class_table(logits: np.ndarray, labels: np.ndarray, names, category_ids, train_counts) -> pd.DataFrame:
-    """One row per class: id, name, training count, evaluation images, accuracy."""
+def per_class_table(logits: np.ndarray, labels: np.ndarray, names, category_ids, train_counts,
+                    groups=None) -> pd.DataFrame:
+    """One row per class: id, name, training count, shot group (when given), evaluation images, accuracy."""
     num_classes = logits.shape[1]
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "category_id": np.asarray(category_ids), "name": list(names), "train_count": np.asarray(train_counts),
         "eval_images": np.bincount(labels, minlength=num_classes),
         "accuracy": per_class_accuracy(logits.argmax(axis=1), labels, num_classes),
     })
+    if groups is not None:
+        table.insert(3, "group", np.asarray(groups))
+    return table
 
 
 def confused_classes(logits: np.ndarray, labels: np.ndarray, k: int = 20) -> list[int]:
-    """The classes of the k largest off-diagonal confusion cells (a readable subset at 1,010 classes)."""
+    """Every class when there are at most ``k``; else the classes of the k largest off-diagonal
+    confusion cells (a readable subset at 1,010 classes)."""
     num_classes = logits.shape[1]
+    if num_classes <= k:
+        return list(range(num_classes))
     off = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(off, (labels, logits.argmax(axis=1)), 1)
     np.fill_diagonal(off, 0)

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from bbn.data.loading import ImageList, eval_loader
+from bbn.data.prepare import OriginalImages
 from bbn.data.stats import log_prior
 from bbn.data.transforms import checkpoint_transform, test_resize
 from bbn.errors import BBNError
@@ -38,12 +39,19 @@ def class_indices(frame: pd.DataFrame, category_ids, source: str) -> list[int]:
 
 
 def predict_frame(model: BilateralNet, ckpt: dict, frame: pd.DataFrame, source: str, batch_size: int,
-                  num_workers: int, alpha: float, tta_flip: bool, device: torch.device):
-    """(logits, targets) for the images of ``frame`` (columns path, category_id)."""
+                  num_workers: int, alpha: float, tta_flip: bool, device: torch.device, originals: bool = False):
+    """(logits, targets) for the images of ``frame`` (columns path, category_id). ``originals``:
+    the paths are original files, which go through the checkpoint's prepare step in memory first
+    (``bbn.data.prepare.prepared_image``), so that they give the logits of their prepared copies."""
     targets = class_indices(frame, ckpt["category_ids"], source)
     size = test_resize(ckpt["image_size"], (ckpt.get("preprocess") or {}).get("augment", "cifar"))
-    loader = eval_loader(ImageList(frame["path"], targets, checkpoint_transform(ckpt), decode_size=size),
-                         batch_size, num_workers, device)
+    prep = ckpt.get("prepare") or {}
+    transform = checkpoint_transform(ckpt)
+    if originals and prep:
+        images = OriginalImages(frame["path"], targets, transform, size, prep["short_side"], prep["quality"])
+    else:
+        images = ImageList(frame["path"], targets, transform, decode_size=size)
+    loader = eval_loader(images, batch_size, num_workers, device)
     return predict(model, loader, device, alpha, desc=Path(source).stem, tta_flip=tta_flip)
 
 
@@ -57,14 +65,14 @@ def labelled(targets: np.ndarray) -> bool:
     return len(targets) > 0 and bool((targets >= 0).all())
 
 
-def metrics_for(logits: np.ndarray, targets: np.ndarray, train_counts, many_above: int, few_below: int,
-                prefix: str) -> dict:
-    found = classification_metrics(logits, targets, np.asarray(train_counts), many_above, few_below)
+def metrics_for(logits: np.ndarray, targets: np.ndarray, groups, prefix: str) -> dict:
+    """``classification_metrics`` with keys ``<prefix>_<metric>``, rounded to 6 digits."""
+    found = classification_metrics(logits, targets, groups)
     return {f"{prefix}_{k}": None if v is None else round(v, 6) for k, v in found.items()}
 
 
 def posthoc_metrics(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], train_counts,
-                    many_above: int, few_below: int) -> dict:
+                    groups) -> dict:
     """Post-hoc logit adjustment (Menon et al. 2021): test logits - tau * log prior, with tau chosen
     on the val split alone (balanced accuracy); {} without labelled val and test sets."""
     (val_logits, val_y), (test_logits, test_y) = val, test
@@ -73,13 +81,26 @@ def posthoc_metrics(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, 
     prior = log_prior(train_counts)
     tau, _ = tune_tau(val_logits, val_y, prior)
     adjusted = posthoc_adjust(test_logits, prior, tau)
-    found = metrics_for(adjusted, test_y, train_counts, many_above, few_below, "test_posthoc")
-    return {"posthoc_tau": round(float(tau), 4)} | found
+    return {"posthoc_tau": round(float(tau), 4)} | metrics_for(adjusted, test_y, groups, "test_posthoc")
+
+
+HEADLINE = ("top1_error", "top5_error", "macro_acc", "many_acc", "medium_acc", "few_acc", "ece")
+
+
+def headline(numbers: dict, reported: str) -> tuple[dict, dict]:
+    """(headline, details) of the evaluation numbers: the headline holds the reported split's
+    (``reported``: 'test', or 'val' without test labels) top-1/top-5 error, macro, many/medium/few
+    accuracy and ECE, and the shot-group sizes (``<group>_classes``); the details hold the rest."""
+    keys = [f"{reported}_{k}" for k in HEADLINE] + [k for k in numbers if k.endswith("_classes")]
+    head = {k: numbers[k] for k in keys if k in numbers}
+    return head, {k: v for k, v in numbers.items() if k not in head}
 
 
 def write_report(logits: np.ndarray, targets: np.ndarray, classes: pd.DataFrame, folder: Path) -> None:
-    """Per-class CSV and the pictures: accuracy vs frequency, reliability, most confused classes."""
-    table = per_class_table(logits, targets, classes["name"], classes["category_id"], classes["train_count"])
+    """Per-class CSV and the pictures: accuracy vs frequency, reliability, most confused classes.
+    ``classes``: one row per class in model order (category_id, name, train_count, group)."""
+    table = per_class_table(logits, targets, classes["name"], classes["category_id"], classes["train_count"],
+                            classes["group"])
     with atomic_path(folder / "per_class.csv", suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     plots.per_class_accuracy(table, folder / "per_class_accuracy.png")
@@ -88,6 +109,6 @@ def write_report(logits: np.ndarray, targets: np.ndarray, classes: pd.DataFrame,
     with atomic_path(folder / "reliability.csv", suffix=".csv") as tmp:
         pd.DataFrame(bins).to_csv(tmp, index=False)
     plots.reliability(bins, expected_calibration_error(probs, targets), folder / "reliability.png")
-    plots.confused_pairs(most_confused(logits, targets, classes["name"]), folder / "confusion.png")
+    plots.confused_pairs(most_confused(logits, targets, classes["name"]), folder / "confusion.png", len(classes))
     with atomic_path(folder / "confusion.csv", suffix=".csv") as tmp:
         confused_pairs(logits, targets, classes["name"]).to_csv(tmp, index=False)

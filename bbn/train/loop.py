@@ -1,9 +1,10 @@
 """The training loop, readable in one sitting: one loop for every method, a step per method.
 
-Per epoch T (0-based): the method (``bbn.methods``) names the loaders and the step. BBN: alpha =
-cumulative_alpha(T); for each pair of batches (uniform x_c, y_c) and (reversed x_r, y_r): logits of
-both branches, z = alpha*W_c f_c + (1-alpha)*W_r f_r, loss = alpha*CE(z, y_c) + (1-alpha)*CE(z, y_r)
-(Zhou et al. 2020, eq. 3), one SGD step. A baseline: one loader, its loss on the conventional branch.
+Per epoch (counted from 1, as the official code, the log and the learning curve count them): the
+method (``bbn.methods``) names the loaders and the step. BBN: alpha = cumulative_alpha(epoch); for
+each pair of batches (uniform x_c, y_c) and (reversed x_r, y_r): logits of both branches,
+z = alpha*W_c f_c + (1-alpha)*W_r f_r, loss = alpha*CE(z, y_c) + (1-alpha)*CE(z, y_r) (Zhou et al. 2020, eq. 3),
+one SGD step. A baseline: one loader, its loss on the conventional branch.
 Then validation on the val split.
 """
 
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from bbn.errors import ArgError, BBNError
 from bbn.methods import method
@@ -29,6 +29,7 @@ from bbn.model.inference import validate
 from bbn.model.network import BilateralNet, mix_logits
 from bbn.train.distributed import Dist, effective_lr, wrap
 from bbn.train.losses import LossFn, bilateral_loss, loss_for
+from bbn.train.progress import epoch_progress
 from bbn.train.schedules import cumulative_alpha, lr_at
 
 
@@ -203,9 +204,8 @@ def train_epoch(model: nn.Module, loaders: list[DataLoader], step: Step, optimiz
         _set_epoch(loader, epoch)
     steps = _Steps(forward, optimizer, scaler, accumulate)
     meters = {k: _Meter() for k in ROW}
-    batches = tqdm(zip(*loaders), total=len(loaders[0]), desc=f"epoch {epoch + 1}",
-                   disable=None if dist.main else True, leave=False)
-    for micro, pairs in enumerate(batches):
+    progress = epoch_progress(len(loaders[0]), f"epoch {epoch}", enabled=dist.main)
+    for micro, pairs in enumerate(zip(*loaders)):
         pairs = [(speed.to(x, device), y.to(device, non_blocking=True)) for x, y in pairs]
         with steps.context(micro):
             with speed.autocast(device):
@@ -215,12 +215,14 @@ def train_epoch(model: nn.Module, loaders: list[DataLoader], step: Step, optimiz
         n = len(pairs[0][1])
         for k, v in {"train_loss": loss.item(), **accs}.items():
             meters[k].add(v, n)
+        progress.update(n * len(pairs))
+    progress.close()
     return dict(zip(ROW, _Meter.global_means(list(meters.values()), dist))) | {"steps": steps.count}
 
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
     if not torch.isfinite(loss):
-        raise BBNError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+        raise BBNError(f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step + 1}; "
                        "lower the learning rate")
 
 
@@ -233,21 +235,24 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
 
 
 def epoch_step(p, epoch: int, counts: torch.Tensor) -> tuple[float, tuple[str, ...], Step]:
-    """(alpha, loader names, step) of 0-based ``epoch`` for the method ``p.method`` declares
-    (``bbn.methods``): BBN's cumulative alpha and bilateral step, or a baseline's sampler and loss."""
+    """(alpha, loader names, step) of 1-based ``epoch`` for the method ``p.method`` declares
+    (``bbn.methods``): BBN's cumulative alpha and bilateral step, or a baseline's sampler and loss.
+    The samplers and losses take the number of epochs done before this one, so ``defer_epoch`` d
+    switches from epoch d + 1 on, as an lr step at d does (LDAM-DRW's 160: from the 161st epoch)."""
     m = method(p.method)
-    names = m.samplers(epoch, p.baseline.defer_epoch)
+    done = epoch - 1
+    names = m.samplers(done, p.baseline.defer_epoch)
     if m.bilateral:
         alpha = cumulative_alpha(epoch, p.tmax, p.alpha.schedule, p.alpha.value)
         return alpha, names, bilateral_step(alpha, p.single_pass)
-    return 1.0, names, single_step(loss_for(m.loss, p.baseline, counts, epoch))
+    return 1.0, names, single_step(loss_for(m.loss, p.baseline, counts, done))
 
 
 def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | None, p, device: torch.device,
         counts: torch.Tensor, on_epoch: Callable[[int, dict, dict], None] = lambda epoch, row, state: None,
         dist: Dist = Dist(), resume: dict | None = None) -> list[dict]:
-    """Train for ``p.epochs`` epochs; ``on_epoch(epoch, row, state)`` sees every epoch's numbers and
-    the state to checkpoint (optimizer, scaler, history).
+    """Train for ``p.epochs`` epochs; ``on_epoch(epoch, row, state)`` sees every epoch's number
+    (1-based, as ``row['epoch']``), numbers and the state to checkpoint (optimizer, scaler, history).
 
     ``p``: the training arguments (the train section's fields: method, epochs, lr, ... ``val_alpha``);
     ``loaders``: the 'uniform', 'reversed' and 'balanced' training loaders; ``counts`` (C,): training
@@ -271,14 +276,14 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
         scaler.load_state_dict(resume["scaler"])
     val_alpha = m.test_alpha(p.alpha.schedule, p.alpha.value, p.val_alpha)
     peak = effective_lr(p, dist.world_size)
-    for epoch in range(len(history), p.epochs):
+    for epoch in range(len(history) + 1, p.epochs + 1):
         seed_everything(epoch_seed(p.seed, dist.rank, epoch))
         start = time.perf_counter()
         lr = lr_at(epoch, peak, p.warmup_epochs, p.lr_steps, p.lr_factor)
         for group in optimizer.param_groups:
             group["lr"] = lr
         alpha, names, step = epoch_step(p, epoch, counts)
-        row = {"epoch": epoch + 1, "alpha": alpha, "lr": lr}
+        row = {"epoch": epoch, "alpha": alpha, "lr": lr}
         row |= train_epoch(forward, [loaders[n] for n in names], step, optimizer, device, epoch, speed, scaler,
                            p.accumulate, dist)
         row |= validate(model, val if dist.main else None, device, val_alpha)
