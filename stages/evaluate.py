@@ -20,7 +20,7 @@ from bbn.model.inference import resolve_device, test_alpha
 from stages.params import load_params
 from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, SPLIT, STATS
 from stages.runner import run
-from stages.runs import tracker, training_run_id
+from stages.runs import log_splits, result_run, training_run_id
 
 REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
 
@@ -52,13 +52,25 @@ def main() -> None:
         write_report(*reported, classes, PLOTS)
     plots.learning_curves(pd.read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
 
-    run = tracker(params.tracking, training_run_id())
-    run.log_metrics({k: v for k, v in numbers.items() if v is not None})
-    for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
-        run.log_artifact(PLOTS / png, "plots")
-    run.log_artifact(PLOTS / "per_class.csv")
+    track(params, numbers, sets)
     shown = {k: v for k, v in numbers.items() if "top1_error" in k}
     print(f"evaluate: {shown}")
+
+
+def track(params, numbers: dict, sets: dict) -> None:
+    """The numbers and plots into the MLflow run whose params are these (stages.runs.result_run),
+    with the evaluated splits as its dataset inputs."""
+    mlrun, started = result_run(params, training_run_id(), "evaluate")
+    own = {"train": (pd.read_csv(SPLIT / "train.csv"), SPLIT / "train.csv"), "val": sets["val"]} if started else {}
+    log_splits(mlrun, params, own | {"test": sets["test"]})  # the training run has train and val already
+    mlrun.log_metrics({k: v for k, v in numbers.items() if v is not None})
+    for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
+        mlrun.log_artifact(PLOTS / png, "plots")
+    mlrun.log_artifact(PLOTS / "per_class.csv")
+    if started:
+        mlrun.finish()
+    else:
+        mlrun.close()
 
 
 if __name__ == "__main__":

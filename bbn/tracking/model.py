@@ -61,7 +61,6 @@ def classify_bytes(model, ckpt: dict, images: list[bytes], device, alpha: float 
 
     from bbn.data.decode import decode
     from bbn.data.loading import eval_transform
-    from bbn.evaluate.metrics import softmax
     from bbn.model.inference import predict, test_alpha
 
     size = ckpt["image_size"]
@@ -70,7 +69,7 @@ def classify_bytes(model, ckpt: dict, images: list[bytes], device, alpha: float 
     batches = [(torch.stack(tensors[i:i + batch_size]), torch.zeros(len(tensors[i:i + batch_size]), dtype=torch.long))
                for i in range(0, len(tensors), batch_size)]
     logits, _ = predict(model, batches, device, test_alpha(ckpt, float(alpha)), tta_flip=bool(tta_flip))
-    probs = softmax(logits.astype(np.float64))
+    probs = torch.softmax(torch.from_numpy(logits).double(), 1).numpy()
     best = probs.argmax(1)
     return pd.DataFrame({"category_id": np.asarray(ckpt["category_ids"], dtype=np.int64)[best],
                          "name": np.asarray(ckpt["names"], dtype=object)[best],
