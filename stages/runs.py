@@ -116,7 +116,7 @@ def changed_params(params: Params) -> tuple[str, dict[str, tuple[object, object]
 def describe(params: Params, extra: str = "") -> str:
     """The run's description: its recipe and the params changed from the committed ones."""
     against, changed = changed_params(params)
-    lines = [f"Recipe: {recipe(params)}." if recipe(params) else "No recipe recorded (params.yaml as edited)."]
+    lines = [f"Recipe: {recipe(params) or 'none'}."]
     if changed:
         lines.append(f"Params changed from {against}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
     else:

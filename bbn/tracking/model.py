@@ -101,7 +101,8 @@ def log_model(tracker, checkpoint: str | Path, example_images: list[str | Path],
         import mlflow
         from mlflow.models import Model
 
-        mlflow.set_tracking_uri(tracker.uri)  # Model.log resolves the store from the global setting
+        mlflow.set_tracking_uri(tracker.uri)  # Model.log takes the store and the experiment from the
+        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)  # global settings
         Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
                   python_model=str(Path(__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
                   artifacts={ARTIFACT: str(checkpoint)}, code_paths=[str(Path(bbn.__file__).parent)],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -90,7 +91,8 @@ class Tracker:
     def _attempt(self, fn: Callable, what: str = "connect") -> tuple[bool, object]:
         """(True, result), or (False, None) after a store failure; a request error drops the call."""
         try:
-            return True, fn()
+            with _quiet_store_log():
+                return True, fn()
         except Exception as exc:  # tracking must never stop the work
             if not store_failure(exc):
                 warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {_first_line(exc)}); skipped",
@@ -239,9 +241,23 @@ def store_failure(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code not in REQUEST_ERRORS
 
 
+@contextlib.contextmanager
+def _quiet_store_log():
+    """MLflow's sqlite store logs a full traceback for every failed query; the one-line warning of
+    ``Tracker`` says the same without looking like a crash of the stage."""
+    log = logging.getLogger("mlflow.store.db.utils")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else ""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    named = [line for line in lines if "Error)" in line]  # SQLAlchemy's "(sqlite3.OperationalError) ..." line
+    return (named or lines or [""])[0][:300]
 
 
 @contextlib.contextmanager
