@@ -23,7 +23,7 @@ from bbn.data.inat import load_images
 
 pytestmark = pytest.mark.pipeline
 
-TRACKING = {"tracking": {"system_metrics_interval": 1, "register": "bbn-tiny"}}
+TRACKING = {"tracking": {"system_metrics_interval": 1, "register": "bbn-tiny", "log_model": True}}
 
 
 @pytest.fixture(scope="module")
