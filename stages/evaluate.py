@@ -25,7 +25,7 @@ from bbn.model.inference import resolve_device, test_alpha
 from stages.params import load_params
 from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, SPLIT, STATS
 from stages.runner import run
-from stages.runs import tracker, training_run_id
+from stages.runs import log_splits, result_run, training_run_id
 
 REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
 
@@ -73,13 +73,25 @@ def main() -> None:
         write_report(*outputs[reported], classes, PLOTS)
     plots.learning_curves(pd.read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
 
-    run = tracker(params.tracking, training_run_id())
-    run.log_metrics({k: v for k, v in numbers.items() if v is not None})
-    run.set_tags({"val_split": val_split})
-    for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
-        run.log_artifact(PLOTS / png, "plots")
-    run.log_artifact(PLOTS / "per_class.csv")
+    track(params, numbers, sets, {"val_split": val_split})
     print(f"evaluate: {head} (val split: {val_split})")
+
+
+def track(params, numbers: dict, sets: dict, tags: dict) -> None:
+    """The numbers, ``tags`` and plots into the MLflow run whose params are these
+    (stages.runs.result_run), with the evaluated splits as its dataset inputs."""
+    mlrun, started = result_run(params, training_run_id(), "evaluate")
+    own = {"train": (read_csv(SPLIT / "train.csv"), SPLIT / "train.csv"), "val": sets["val"]} if started else {}
+    log_splits(mlrun, params, own | {"test": sets["test"]})  # the training run has train and val already
+    mlrun.log_metrics({k: v for k, v in numbers.items() if v is not None})
+    mlrun.set_tags(tags)
+    for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
+        mlrun.log_artifact(PLOTS / png, "plots")
+    mlrun.log_artifact(PLOTS / "per_class.csv")
+    if started:
+        mlrun.finish()
+    else:
+        mlrun.close()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ dotted key (``train.tmax``) the way ``dvc exp run -S`` spells it.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -174,9 +175,15 @@ class SubmitParams(_Section):
     top_k: int = Field(5, ge=1, le=5)
 
 
-class TrackingParams(_Section):
-    uri: str = ""
-    experiment: str = Field("bbn", min_length=1)
+with warnings.catch_warnings():  # "register" shadows ABCMeta.register of the class, which nothing here calls
+    warnings.filterwarnings("ignore", 'Field name "register"')
+
+    class TrackingParams(_Section):
+        uri: str = ""
+        experiment: str = Field("bbn", min_length=1)
+        system_metrics_interval: float = Field(10.0, ge=0.0)  # seconds between samples; 0: off
+        log_model: bool = True
+        register: str = Field("", pattern=r"^([^/:]{1,200})?$")  # registered model name; "": do not register
 
 
 class Params(_Section):

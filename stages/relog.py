@@ -19,7 +19,7 @@ import yaml
 from bbn.errors import BBNError, run
 from bbn.train.loop import finite
 from stages.params import flatten, load_params
-from stages.runs import run_tags, tracker
+from stages.runs import describe, run_name, run_tags, tracker
 
 
 def relog(root: Path, uri: str = "") -> str:
@@ -29,9 +29,10 @@ def relog(root: Path, uri: str = "") -> str:
         raise BBNError(f"{curve_path}: not found; nothing to re-log (has the train stage run?)")
     tracking = params.tracking.model_copy(update={"uri": uri}) if uri else params.tracking
     mlrun = tracker(tracking)
-    if mlrun.client is None:
+    if not mlrun.available:
         raise BBNError(f"MLflow store {mlrun.uri} is still unavailable")
-    mlrun.start(flatten(params), run_tags() | {"relogged": "true"})
+    mlrun.start(flatten(params), run_tags() | {"relogged": "true"}, run_name(params),
+                describe(params, "Re-logged from the project's files by bbn-relog."))
     mlrun.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
     for row in pd.read_csv(curve_path).to_dict("records"):
         mlrun.log_metrics(finite(row), step=int(row["epoch"]))
@@ -40,7 +41,7 @@ def relog(root: Path, uri: str = "") -> str:
     for png in sorted((root / "plots").glob("*.png")):
         mlrun.log_artifact(png, "plots")
     mlrun.finish()
-    if mlrun.run_id is None or mlrun.client is None:
+    if mlrun.run_id is None or not mlrun.available:
         raise BBNError(f"MLflow store {mlrun.uri}: logging failed midway (see the warning above)")
     return mlrun.run_id
 

@@ -1,5 +1,12 @@
-"""The stages' MLflow glue: the store at the project root, run tags from git and DVC, and the one
-place that reads which MLflow run a trained model belongs to (``models/mlflow_run.json``)."""
+"""The stages' MLflow glue: the store at the project root, run names, descriptions and tags from
+params, git and DVC, the datasets of a run, and which run a stage's results belong to.
+
+A run's params are params.yaml as it was when the run's results were made. Results made under other
+params (``dvc exp run -S eval.tta_flip=true`` after DVC restored train from its run cache; a
+resumed training whose params changed in between) go to a new run, linked by a tag to the run
+they continue: ``bbn.training_run_id`` (evaluation of an earlier training run's model) or
+``bbn.resumed_from`` (training resumed from an earlier run's state).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,19 @@ import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 
+import pandas as pd
+import yaml
+
+from bbn.methods import method
 from bbn.tracking import Tracker
+from bbn.tracking.datasets import log_inputs, split_input
+from stages.params import Params, flatten, validate
 from stages.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, ROOT, RUN, resolve_uri
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "pillow", "dvc", "mlflow")
+DESCRIPTION = ("BBN (Bilateral-Branch Network) for long-tailed image classification: one run per training, "
+               "params = params.yaml, made by the bbn-pipeline DVC stages (README, section MLflow).")
+TRAINING_RUN, RESUMED_FROM = "bbn.training_run_id", "bbn.resumed_from"
 
 
 def store_uri(tracking) -> str:
@@ -24,7 +40,7 @@ def store_uri(tracking) -> str:
 def tracker(tracking, run_id: str | None = None, enabled: bool = True) -> Tracker:
     """A Tracker on the project's store (params section ``tracking``)."""
     return Tracker(store_uri(tracking), tracking.experiment, run_id, enabled, artifacts=MLFLOW_ARTIFACTS,
-                   lock=MLFLOW_LOCK)
+                   lock=MLFLOW_LOCK, description=DESCRIPTION)
 
 
 def training_run_id() -> str | None:
@@ -40,12 +56,16 @@ def exp_name() -> str | None:
     return os.environ.get("DVC_EXP_NAME") or None
 
 
-def git_revision() -> str:
+def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        return out.stdout if out.returncode == 0 else ""
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+        return ""
+
+
+def git_revision() -> str:
+    return _git("rev-parse", "HEAD").strip() or "unknown"
 
 
 def package_versions() -> dict[str, str]:
@@ -61,3 +81,107 @@ def package_versions() -> dict[str, str]:
 def run_tags() -> dict[str, str]:
     return {"git_revision": git_revision(), "dvc_exp_name": exp_name() or "", "dvc_root": str(ROOT),
             "version.python": platform.python_version()} | package_versions()
+
+
+def recipe(params: Params) -> str:
+    """The recipe the params came from ('' when none is recorded)."""
+    return str(getattr(params, "recipe", "") or "")
+
+
+def run_name(params: Params) -> str:
+    """The DVC experiment's name, else what distinguishes the run: ``bbn-r32-32px-tmax40-seed0``
+    (method, backbone, image size, T_max for a bilateral method, seed)."""
+    if exp_name():
+        return exp_name()
+    t = params.train
+    parts = [t.method, params.model.backbone.replace("resnet", "r"), f"{t.image_size}px"]
+    if method(t.method).bilateral:
+        parts.append(f"tmax{t.tmax}")
+    return "-".join(parts + [f"seed{t.seed}"])
+
+
+def changed_params(params: Params) -> tuple[str, dict[str, tuple[object, object]]]:
+    """(what the params are compared with, {key: (before, now)}): the committed params.yaml of HEAD,
+    else the schema's defaults."""
+    committed = _git("show", "HEAD:params.yaml")
+    try:
+        base, against = validate(yaml.safe_load(committed) or {}), "HEAD"
+    except Exception:  # a committed params.yaml this schema rejects
+        committed = ""
+    if not committed:  # no git, no commit, no committed params.yaml
+        base, against = Params(), "the defaults"
+    old, new = flatten(base), flatten(params)
+    return against, {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v and not k.startswith("tracking.")}
+
+
+def describe(params: Params, extra: str = "") -> str:
+    """The run's description: its recipe and the params changed from the committed ones."""
+    against, changed = changed_params(params)
+    lines = [f"Recipe: {recipe(params) or 'none'}."]
+    if changed:
+        lines.append(f"Params changed from {against}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    else:
+        lines.append(f"Params as in {against} ({git_revision()[:12]}).")
+    return " ".join(lines + ([extra] if extra else []))
+
+
+def differing(logged: dict[str, str], params: Params) -> list[str]:
+    """The params whose value differs from (or is missing in) a run's logged params."""
+    return sorted(k for k, v in flatten(params).items() if logged.get(k) != str(v))
+
+
+def dataset_name(params: Params) -> str:
+    return f"{params.data.name}/{recipe(params)}" if recipe(params) else params.data.name
+
+
+def log_splits(run: Tracker, params: Params, splits: dict[str, tuple[pd.DataFrame, object]]) -> None:
+    """Log ``{context: (frame, source file)}`` as the run's dataset inputs (bbn.tracking.datasets)."""
+    try:
+        inputs = [split_input(frame, dataset_name(params), source, context)
+                  for context, (frame, source) in splits.items()]
+    except OSError as exc:  # a split file went missing: the run goes on without its dataset entries
+        print(f"tracking: datasets not logged ({exc})")
+        return
+    log_inputs(run, inputs)
+
+
+def result_run(params: Params, base: str | None, stage: str) -> tuple[Tracker, bool]:
+    """(run, started) for a stage's results under ``params``: the run ``base`` (the training run)
+    when its params are these, else a run linked to it by ``bbn.training_run_id`` whose params are
+    these (found, or started now: ``started`` True, and the caller finishes it)."""
+    run = tracker(params.tracking, base)
+    logged = run.params()
+    if logged is not None and not differing(logged, params):
+        return run, False
+    found = _linked_run(run, base, params) if base and run.client is not None else None
+    if found:
+        return tracker(params.tracking, found), False
+    why = (f"params differ from the training run {base} ({', '.join(differing(logged, params)[:5])})"
+           if logged is not None else f"training run {base or '(none)'} not found in the store")
+    own = tracker(params.tracking)
+    own.start(flatten(params), run_tags() | ({TRAINING_RUN: base} if base else {}) | {"bbn.stage": stage},
+              run_name(params), describe(params, f"Results of the {stage} stage for the model of run {base}: {why}."))
+    print(f"{stage}: {why}; results go to MLflow run {own.run_id} ({TRAINING_RUN}={base})")
+    if base:
+        own.submit("link the trained model", lambda client, run_id: _link_model(client, run_id, base))
+    return own, True
+
+
+def _link_model(client, run_id: str, base: str) -> None:
+    """The training run's logged model as a model input of ``run_id`` (MLflow's own link)."""
+    from mlflow.entities import LoggedModelInput
+
+    outputs = client.get_run(base).outputs
+    models = [LoggedModelInput(m.model_id) for m in (outputs.model_outputs if outputs else [])]
+    if models:
+        client.log_inputs(run_id, models=models)
+
+
+def _linked_run(run: Tracker, base: str, params: Params) -> str | None:
+    """A run already linked to ``base`` whose params are ``params`` (an earlier evaluation)."""
+    def _search(client, _):
+        exp = client.get_experiment_by_name(run.experiment)
+        found = client.search_runs([exp.experiment_id], f"tags.`{TRAINING_RUN}` = '{base}'", max_results=100)
+        return next((r.info.run_id for r in found if not differing(r.data.params, params)), None)
+
+    return run.submit("search linked runs", _search, needs_run=False)

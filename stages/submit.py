@@ -8,7 +8,7 @@ from bbn.files import read_csv
 from stages.params import load_params
 from stages.paths import PREDICTIONS, RAW, SPLIT, SUBMISSION
 from stages.runner import run
-from stages.runs import tracker, training_run_id
+from stages.runs import result_run, training_run_id
 
 
 def main() -> None:
@@ -24,7 +24,12 @@ def main() -> None:
         print(f"submit: {len(missing)} unreadable test image(s) get the most frequent training classes")
     frame = write_submission(SUBMISSION, ids, logits, pred["category_ids"], params.submit.top_k,
                              expected_ids=test_ids)
-    tracker(params.tracking, training_run_id()).log_artifact(SUBMISSION)
+    mlrun, started = result_run(params, training_run_id(), "submit")
+    mlrun.log_artifact(SUBMISSION)
+    if started:
+        mlrun.finish()
+    else:
+        mlrun.close()
     print(f"submit: {len(frame)} rows written to {SUBMISSION}")
 
 

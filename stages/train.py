@@ -33,7 +33,7 @@ from stages.deps import code_files
 from stages.params import flatten, load_params
 from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, RUN, SPLIT, resolve
 from stages.runner import run
-from stages.runs import exp_name, run_tags, tracker
+from stages.runs import RESUMED_FROM, describe, differing, log_splits, run_name, run_tags, tracker
 
 # a resumed run may move device, worker count or rendezvous host; everything else must match
 NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train.rdzv_id"}
@@ -97,8 +97,7 @@ def train(params, dist: Dist, device: torch.device) -> None:
     resume = dist.share(saved.load(model) if saved else None)
     if resume and not dist.main:
         model.load_state_dict(resume["model"])
-    mlrun = tracker(params.tracking, run_id=resume and resume["run_id"] or None, enabled=dist.main)
-    _open_run(mlrun, params, resume, saved, device, dist)
+    mlrun = _open_run(params, resume, saved, device, dist)
 
     def on_epoch(epoch: int, row: dict, state: dict) -> None:
         if not dist.main:
@@ -116,7 +115,7 @@ def train(params, dist: Dist, device: torch.device) -> None:
         mlrun.finish("FAILED")
         raise
     if dist.main:
-        write_outputs(params, model, classes, history, mlrun)
+        write_outputs(params, model, classes, history, mlrun, val_set.paths[:2] or train_set.paths[:2])
         saved.finish(md5sum(MODEL))  # kept until DVC has recorded the outputs (stages.checkpoints)
     dist.barrier()
 
@@ -136,40 +135,72 @@ def _resume_state(params) -> ResumeState:
     return saved
 
 
-def _open_run(tracker: Tracker, params, resume: dict | None, saved, device, dist: Dist) -> None:
-    """Continue the interrupted run's MLflow run, or start one (with its epochs so far, if resuming)."""
-    t = params.train
+def _open_run(params, resume: dict | None, saved, device, dist: Dist) -> Tracker:
+    """Continue the interrupted run's MLflow run when its params are still these; else start one
+    (with the epochs so far, if resuming), linked to the interrupted one (``bbn.resumed_from``)."""
+    mlrun = tracker(params.tracking, run_id=resume and resume["run_id"] or None, enabled=dist.main)
+    if not dist.main:
+        return mlrun
     if saved and not saved.enabled:
         print(f"train: another run of this training holds {saved.path}; this one keeps no resume state")
-    if resume and tracker.reopen():
-        print(f"train: resuming after epoch {resume['epoch']} from {saved.path}, MLflow run {tracker.run_id}")
-        return
-    tracker.start(flatten(params), run_name=exp_name(), tags=run_tags() | {
+    old, logged = mlrun.run_id, mlrun.params() if resume else None
+    changed = differing(logged, params) if logged is not None else []
+    if resume and logged is not None and not changed and mlrun.reopen():
+        print(f"train: resuming after epoch {resume['epoch']} from {saved.path}, MLflow run {mlrun.run_id}")
+        mlrun.start_system_metrics(params.tracking.system_metrics_interval)
+        return mlrun
+    if not changed:
+        _start_run(mlrun, params, device, dist, {})
+    else:  # its params would lie: a new run, linked both ways, and the old one ends
+        interrupted, mlrun = mlrun, tracker(params.tracking)
+        _start_run(mlrun, params, device, dist, {RESUMED_FROM: old})
+        print(f"train: params changed since MLflow run {old} was interrupted ({', '.join(changed)}); "
+              f"resuming in a new run {mlrun.run_id} ({RESUMED_FROM}={old})")
+        interrupted.set_tags({"bbn.resumed_in": mlrun.run_id or "a run whose bbn.resumed_from is this one"})
+        interrupted.finish("KILLED")
+    if resume:
+        print(f"train: resuming after epoch {resume['epoch']} from {saved.path} in a new MLflow run {mlrun.run_id}")
+        for row in resume["history"]:
+            mlrun.log_metrics(finite(row), step=int(row["epoch"]))
+    return mlrun
+
+
+def _start_run(mlrun: Tracker, params, device, dist: Dist, link: dict) -> None:
+    """A new MLflow run: params, tags, name, description, datasets, system metrics."""
+    t = params.train
+    mlrun.start(flatten(params), run_name=run_name(params), description=describe(params), tags=run_tags() | link | {
         "device": str(device), "world_size": str(dist.world_size), "budget.epochs": str(t.epochs),
         "budget.image_size": str(t.image_size), "budget.pretrained": str(bool(params.model.pretrained))})
-    tracker.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
-    if resume and dist.main:
-        print(f"train: resuming after epoch {resume['epoch']} from {saved.path} in a new MLflow run")
-        for row in resume["history"]:
-            tracker.log_metrics(finite(row), step=int(row["epoch"]))
+    mlrun.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
+    log_splits(mlrun, params, {name: (pd.read_csv(SPLIT / f"{name}.csv"), SPLIT / f"{name}.csv")
+                               for name in ("train", "val")})
+    mlrun.start_system_metrics(params.tracking.system_metrics_interval)
 
 
-def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tracker: Tracker) -> None:
+def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tracker: Tracker,
+                  example: list[str]) -> None:
+    """The DVC outputs (model, learning curve, final numbers without wall-clock times, so a rerun
+    with the same results leaves them unchanged), then the MLflow run's (minutes, model) and its end."""
     t = params.train
     curve = pd.DataFrame(history)
     save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method,
                     t.alpha.model_dump(), preprocessing(t.augment, t.normalize, params.data.name),
                     params.prepare.model_dump())  # bbn-predict repeats the prepare step
-    write_csv(PLOTS / "learning_curve.csv", curve)
+    write_csv(PLOTS / "learning_curve.csv", curve.drop(columns="seconds", errors="ignore"))
     last = history[-1]
     write_json(METRICS / "train.json", finite({
         "train_loss": last["train_loss"], "train_acc": last["train_acc"], "val_loss": last["val_loss"],
-        "val_acc": last["val_acc"], "best_val_acc": curve["val_acc"].max(),
-        "train_minutes": curve["seconds"].sum() / 60}))
-    write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri})
+        "val_acc": last["val_acc"], "best_val_acc": curve["val_acc"].max()}))
+    minutes = curve["seconds"].sum() / 60
+    tracker.log_metrics({"train_minutes": minutes})
     tracker.log_artifact(PLOTS / "learning_curve.csv", "plots")
+    if params.tracking.log_model:
+        from bbn.tracking.model import log_model  # imports mlflow.pyfunc: only when logging a model
+
+        log_model(tracker, MODEL, example, params.tracking.register)
     tracker.finish()
-    print(f"train: {t.epochs} epochs, val acc {last['val_acc']:.4f}, run {tracker.run_id}")
+    write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri})  # after finish: a late-created run has its id
+    print(f"train: {t.epochs} epochs in {minutes:.2f} min, val acc {last['val_acc']:.4f}, run {tracker.run_id}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ TINY = {
     "split": {"val_fraction": 0.2},
     "train": {"epochs": 2, "batch_size": 16, "image_size": 16, "tmax": 2, "lr_steps": [2], "warmup_epochs": 0},
     "eval": {"batch_size": 64},
+    "tracking": {"log_model": False},  # seconds per training; tests/test_tracking.py logs and checks the model
 }
 
 

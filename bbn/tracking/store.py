@@ -1,53 +1,109 @@
-"""MLflow tracking: one run per training run, through a failure-tolerant client.
+"""MLflow tracking: one run per training run, through a client that never stops the pipeline.
 
-Tracking never stops training: if the store cannot be reached or written, a warning is printed once
-and the run goes on; everything logged is also in the caller's metrics and plot files. The caller
-says where the store is (``uri``), where a new experiment keeps its artifacts, and which lock file
-serialises the first touch of a fresh sqlite store.
+Every logging call goes through a queue. When the store cannot be reached or written (locked,
+moved, removed, a server down) the call stays queued, a warning is printed once, and the work goes
+on; the queue is retried on later calls (at most every ``retry_s`` seconds) and always when the run
+finishes or the tracker is closed, so the epochs logged while the store was away reach it, in order
+and with their original timestamps, once it is back. Calls the store refuses as malformed (MLflow's
+request errors) are dropped, each with a warning. What is still queued at the end is reported and
+stays in the caller's metrics and plot files (``bbn-relog`` logs it later).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 from bbn.files import locked
+from bbn.tracking.experiment import ensure_experiment
+
+# MLflow error codes that mean "this request is wrong", not "the store is away": retrying cannot help
+REQUEST_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+                  "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED"}
+NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
 
 
 class Tracker:
-    """A thin, failure-tolerant wrapper over ``MlflowClient`` bound to one run."""
+    """A failure-tolerant wrapper over ``MlflowClient`` bound to one run (see the module docstring)."""
 
     def __init__(self, uri: str, experiment: str, run_id: str | None = None, enabled: bool = True,
-                 artifacts: Path | None = None, lock: Path | None = None):
+                 artifacts: Path | None = None, lock: Path | None = None, description: str = "",
+                 retry_s: float = 10.0):
         """``uri``: the MLflow store; ``experiment``: its name; ``artifacts``: artifact folder of a new
         experiment (None: MLflow's default); ``lock``: lock file for the first touch of the store
-        (None: no lock). ``enabled`` False: every call is a no-op (ranks other than 0)."""
+        (None: no lock); ``description``: the experiment's description when it has none;
+        ``retry_s``: least seconds between retries while the store fails. ``enabled`` False: every
+        call is a no-op (ranks other than 0)."""
         self.uri, self.experiment, self.run_id = uri, experiment, run_id if enabled else None
-        self.artifacts, self.lock = artifacts, lock
-        self.client = None
-        self._warned = False
+        self.artifacts, self.lock, self.description, self.retry_s = artifacts, lock, description, retry_s
+        self.enabled, self.client = enabled, None
+        self._queue: list[tuple[str, Callable, bool]] = []
+        self._has_run = bool(self.run_id)
+        self._failed_at: float | None = None
+        self._monitor = None
         if enabled:
-            self._call(self._connect, connecting=True)
+            self._attempt(self._connect)
 
-    def reopen(self) -> bool:
-        """Continue this tracker's run (a resumed training); False when the store does not have it."""
-        def _reopen():
-            from mlflow.exceptions import MlflowException
+    @property
+    def available(self) -> bool:
+        """Whether the store answers and nothing is waiting for it."""
+        return self.client is not None and not self._queue and self._failed_at is None
 
-            try:
-                run = self.client.get_run(self.run_id)
-            except MlflowException:  # deleted, or another store: the caller starts a new run
-                return False
-            if run.info.lifecycle_stage != "active":
-                return False
-            self.client.update_run(self.run_id, status="RUNNING")
-            return True
+    # -- the queue ---------------------------------------------------------------------------
+    def submit(self, what: str, fn: Callable, needs_run: bool = True, force: bool = False):
+        """Queue ``fn(client, run_id)`` (``what`` names it in warnings) and run the queue; its result
+        when it ran now, else None. Calls needing a run are ignored when there is none."""
+        if not self.enabled or (needs_run and not self._has_run):
+            return None
+        self._queue.append((what, fn, needs_run))
+        return self.flush(force)
 
-        if not self.run_id or self.client is None:
-            return False
-        return bool(self._call(_reopen))
+    def flush(self, force: bool = False):
+        """Run the queued calls in order; stop at the first the store fails (they stay queued).
+        Returns the last call's result. ``force``: retry now even if the last failure is recent."""
+        if self._failed_at is not None and not force and time.monotonic() - self._failed_at < self.retry_s:
+            return None
+        result = None
+        while self._queue:
+            what, fn, needs_run = self._queue[0]
+            ok, result = self._attempt(functools.partial(self._run, fn, needs_run), what)
+            if not ok:
+                return None
+            self._queue.pop(0)
+        if self._failed_at is not None:
+            warnings.warn(f"MLflow store {self.uri} is back: the calls delayed while it failed are logged now",
+                          stacklevel=2)
+            self._failed_at = None
+        return result
+
+    def _run(self, fn: Callable, needs_run: bool):
+        if needs_run and not self.run_id:  # the run's creation was refused: nothing to log into
+            return None
+        if self.client is None:
+            self._connect()
+        return fn(self.client, self.run_id)
+
+    def _attempt(self, fn: Callable, what: str = "connect") -> tuple[bool, object]:
+        """(True, result), or (False, None) after a store failure; a request error drops the call."""
+        try:
+            with _quiet_store_log():
+                return True, fn()
+        except Exception as exc:  # tracking must never stop the work
+            if not store_failure(exc):
+                warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {_first_line(exc)}); skipped",
+                              stacklevel=3)
+                return True, None
+            if self._failed_at is None:
+                warnings.warn(f"MLflow store {self.uri} unavailable during {what} ({type(exc).__name__}: "
+                              f"{_first_line(exc)}); continuing without tracking, results stay "
+                              "in metrics/ and plots/; retrying later", stacklevel=3)
+            self._failed_at = time.monotonic()
+            return False, None
 
     def _connect(self) -> None:
         from mlflow.tracking import MlflowClient
@@ -57,73 +113,151 @@ class Tracker:
             client.search_experiments(max_results=1)
         self.client = client
 
-    def _call(self, fn, *args, connecting: bool = False, **kwargs):
-        if self.client is None and not connecting:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # tracking must never stop training
-            if not self._warned:
-                warnings.warn(f"MLflow store {self.uri} unavailable ({type(exc).__name__}: {exc}); "
-                              "continuing without tracking, results stay in metrics/", stacklevel=3)
-                self._warned = True
-            self.client = None
-            return None
+    # -- the run -----------------------------------------------------------------------------
+    def reopen(self) -> bool:
+        """Continue this tracker's run (a resumed training); False when the store does not have it
+        or cannot be reached now (the caller then starts a new run)."""
+        if not self.run_id or self.client is None:
+            return False
 
-    def experiment_id(self) -> str:
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        artifacts = self.artifacts.as_uri() if self.artifacts else None
-        try:
-            return self.client.create_experiment(self.experiment, artifact_location=artifacts)
-        except Exception:  # another process created it first
-            return self.client.get_experiment_by_name(self.experiment).experiment_id
+        def _reopen():
+            from mlflow.exceptions import MlflowException
 
-    def start(self, params: dict, tags: dict, run_name: str | None = None) -> str | None:
-        """Create the run, log params (dotted names) and tags; return the run id."""
-        def _start():
+            try:
+                run = self.client.get_run(self.run_id)
+            except MlflowException as exc:  # deleted, or another store: the caller starts a new run
+                if getattr(exc, "error_code", "") in REQUEST_ERRORS:
+                    return False
+                raise
+            if run.info.lifecycle_stage != "active":
+                return False
+            self.client.update_run(self.run_id, status="RUNNING")
+            return True
+
+        return bool(self._attempt(_reopen, "reopen")[1])
+
+    def params(self) -> dict[str, str] | None:
+        """The run's params as the store has them; None without a run or a store."""
+        if not self.run_id or self.client is None:
+            return None
+        return self._attempt(lambda: dict(self.client.get_run(self.run_id).data.params), "get_run")[1]
+
+    def start(self, params: dict, tags: dict, run_name: str | None = None, description: str = "") -> str | None:
+        """Create the run (in the experiment, created or tagged as model training), log its params
+        (dotted names) and tags; the run id, or None while the store is away (the run is created
+        when it is back: ``run_id`` then holds it)."""
+        def _start(client, _):
             with store_lock(self.lock):  # parallel queued runs must not both create the experiment
-                experiment = self.experiment_id()
-            run = self.client.create_run(experiment, tags=tags,
-                                         run_name=run_name)
-            self.run_id = run.info.run_id
+                experiment = ensure_experiment(client, self.experiment, self.artifacts, self.description)
+            all_tags = tags | ({NOTE: description} if description else {})
+            self.run_id = client.create_run(experiment, tags=all_tags, run_name=run_name).info.run_id
             from mlflow.entities import Param
 
             items = [Param(k, str(v)) for k, v in params.items()]
             for i in range(0, len(items), 100):  # MLflow's batch limit is 100 params
-                self.client.log_batch(self.run_id, params=items[i : i + 100])
+                client.log_batch(self.run_id, params=items[i : i + 100])
             return self.run_id
 
-        return self._call(_start)
+        self._has_run = True
+        return self.submit("start", _start, needs_run=False)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        def _log():
-            from mlflow.entities import Metric
+        """Log numbers at ``step`` (0 when None), time-stamped now (also when logged later)."""
+        from mlflow.entities import Metric
 
-            now = int(time.time() * 1000)
-            batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-            self.client.log_batch(self.run_id, metrics=batch)
-
-        if self.run_id:
-            self._call(_log)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.submit(f"log_metrics(step={step or 0})", lambda c, run: c.log_batch(run, metrics=batch))
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        if self.run_id and Path(path).exists():
-            self._call(self.client.log_artifact, self.run_id, str(path), folder)
+        if Path(path).exists():
+            self.submit(f"log_artifact({path})", lambda c, run: c.log_artifact(run, str(path), folder))
 
     def log_text(self, text: str, name: str) -> None:
-        if self.run_id:
-            self._call(self.client.log_text, self.run_id, text, name)
+        self.submit(f"log_text({name})", lambda c, run: c.log_text(run, text, name))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        if self.run_id:
+        def _tags(client, run):
             for k, v in tags.items():
-                self._call(self.client.set_tag, self.run_id, k, v)
+                client.set_tag(run, k, str(v))
+
+        self.submit("set_tags", _tags)
+
+    def start_system_metrics(self, interval_s: float) -> None:
+        """Sample CPU, memory, disk, network (and GPUs when ``nvidia-ml-py`` finds any) into the run
+        every ``interval_s`` seconds (MLflow's ``system/*`` metrics) until ``finish``; 0: off."""
+        if interval_s <= 0 or not self.run_id or self.client is None or self._monitor is not None:
+            return
+
+        def _start():
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s, resume_logging=True,
+                                           tracking_uri=self.uri)
+            monitor.start()
+            self._monitor = monitor
+
+        self._attempt(_start, "system metrics")
+
+    def _stop_system_metrics(self) -> None:
+        """Stop sampling; log the last samples so a run shorter than one interval has them too."""
+        monitor, self._monitor = self._monitor, None
+        if monitor is None:
+            return
+
+        def _stop():
+            monitor.finish()
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+
+        self._attempt(_stop, "system metrics")
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.run_id:
-            self._call(self.client.set_terminated, self.run_id, status)
+        """End the run with ``status`` and retry whatever is still queued (``close``)."""
+        self._stop_system_metrics()
+        self.submit(f"set_terminated({status})", lambda c, run: c.set_terminated(run, status))
+        self.close()
+
+    def close(self) -> None:
+        """Retry the queue now; warn about what still could not be logged."""
+        if not self.enabled or not self._queue:
+            return
+        self.flush(force=True)
+        if self._queue:
+            warnings.warn(f"tracking: {len(self._queue)} call(s) not logged ({self._queue[0][0]} first); "
+                          "the numbers are in metrics/ and plots/ (log them later with bbn-relog)", stacklevel=2)
+
+
+def store_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is away (retry later) rather than that the call is wrong:
+    connection and file errors, database errors, and MLflow errors other than request errors."""
+    if isinstance(exc, OSError):  # includes ConnectionError and requests' connection errors
+        return True
+    if type(exc).__module__.split(".")[0] in ("sqlalchemy", "sqlite3", "requests", "urllib3"):
+        return True
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code not in REQUEST_ERRORS
+
+
+@contextlib.contextmanager
+def _quiet_store_log():
+    """MLflow's sqlite store logs a full traceback for every failed query; the one-line warning of
+    ``Tracker`` says the same without looking like a crash of the stage."""
+    log = logging.getLogger("mlflow.store.db.utils")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    named = [line for line in lines if "Error)" in line]  # SQLAlchemy's "(sqlite3.OperationalError) ..." line
+    return (named or lines or [""])[0][:300]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,113 @@
+"""The trained model as an MLflow model: a pyfunc that classifies encoded images.
+
+``mlflow.pyfunc.load_model(uri).predict(frame)`` (and ``mlflow models predict`` / ``serve``) takes
+a DataFrame with one column ``image`` of encoded image files (JPEG, PNG, ...; base64 in JSON
+requests) and returns, per image, the top-1 ``category_id``, its ``name`` and ``probability``.
+The images go through the evaluation transform (``bbn.data.loading.eval_transform``) and both-branch
+inference (``bbn.model.inference.predict``) at the branch weight ``bbn.model.inference.test_alpha``
+gives for the params ``alpha`` (default 0.5) and ``tta_flip`` (default false), as the evaluation
+does. The model's only artifact is the project's checkpoint file, byte for byte; the ``bbn``
+package travels with it as code, so the model loads where ``bbn`` is not installed.
+
+The model is logged "from code" (``bbn/tracking/pyfunc_model.py``), so loading it unpickles
+nothing. MLflow's PyTorch flavour is not used: it saves the network only (not the label set, the transform
+or the branch weight) and its default ``torch.export`` path needs an input example and traceable
+code; the pyfunc serves the whole prediction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+import bbn
+
+ARTIFACT = "checkpoint"
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "tqdm", "pyyaml")
+
+
+def signature():
+    """Input: one binary column ``image``; output: category_id, name, probability; params alpha, tta_flip."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("long", "category_id"), ColSpec("string", "name"), ColSpec("double", "probability")]),
+        params=ParamSchema([ParamSpec("alpha", "double", 0.5), ParamSpec("tta_flip", "boolean", False)]))
+
+
+class Classifier(mlflow.pyfunc.PythonModel):
+    """Images (encoded bytes) to classes with a ``models/model.pt`` checkpoint (see the module docstring)."""
+
+    def load_context(self, context) -> None:
+        from bbn.model.checkpoint import load_checkpoint
+        from bbn.model.inference import resolve_device
+
+        self.device = resolve_device((context.model_config or {}).get("device", "auto"))
+        self.model, self.ckpt = load_checkpoint(context.artifacts[ARTIFACT], self.device)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return classify_bytes(self.model, self.ckpt, list(model_input["image"]), self.device, **(params or {}))
+
+
+def classify_bytes(model, ckpt: dict, images: list[bytes], device, alpha: float = 0.5, tta_flip: bool = False,
+                   batch_size: int = 64) -> pd.DataFrame:
+    """Top-1 category_id, name and probability per encoded image, through the evaluation path."""
+    import torch
+
+    from bbn.data.decode import decode
+    from bbn.data.loading import eval_transform
+    from bbn.model.inference import predict, test_alpha
+
+    size = ckpt["image_size"]
+    transform = eval_transform(size)
+    tensors = [transform(decode(bytes(b), size)) for b in images]
+    batches = [(torch.stack(tensors[i:i + batch_size]), torch.zeros(len(tensors[i:i + batch_size]), dtype=torch.long))
+               for i in range(0, len(tensors), batch_size)]
+    logits, _ = predict(model, batches, device, test_alpha(ckpt, float(alpha)), tta_flip=bool(tta_flip))
+    probs = torch.softmax(torch.from_numpy(logits).double(), 1).numpy()
+    best = probs.argmax(1)
+    return pd.DataFrame({"category_id": np.asarray(ckpt["category_ids"], dtype=np.int64)[best],
+                         "name": np.asarray(ckpt["names"], dtype=object)[best],
+                         "probability": probs[np.arange(len(best)), best]})
+
+
+def requirements() -> list[str]:
+    """pip requirements pinned to the installed versions (what inference imports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in REQUIREMENTS:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def example(paths: list[str | Path]) -> pd.DataFrame:
+    """An input example: the given image files' bytes in column ``image``."""
+    return pd.DataFrame({"image": [Path(p).read_bytes() for p in paths]})
+
+
+def log_model(tracker, checkpoint: str | Path, example_images: list[str | Path], register: str = "") -> None:
+    """Log ``checkpoint`` as the pyfunc model ``model`` of ``tracker``'s run (a ``bbn.tracking.Tracker``),
+    with signature and input example; ``register``: also a new version of that registered model."""
+    def _log(client, run_id):
+        import mlflow
+        from mlflow.models import Model
+
+        mlflow.set_tracking_uri(tracker.uri)  # Model.log takes the store and the experiment from the
+        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)  # global settings
+        Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
+                  python_model=str(Path(__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
+                  artifacts={ARTIFACT: str(checkpoint)}, code_paths=[str(Path(bbn.__file__).parent)],
+                  signature=signature(), input_example=example(example_images),
+                  pip_requirements=requirements(), registered_model_name=register or None,
+                  model_config={"device": "auto"})
+
+    tracker.submit("log_model", _log)

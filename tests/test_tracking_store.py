@@ -1,0 +1,115 @@
+"""bbn.tracking against a real sqlite MLflow store: failures never raise, missed calls are replayed
+when the store is back, the experiment is a model-training one."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bbn.tracking import Tracker
+from bbn.tracking.experiment import KIND_TAG, MODEL_TRAINING, ensure_experiment
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """One sqlite store for the module (creating MLflow's schema takes seconds)."""
+    folder = tmp_path_factory.mktemp("store")
+    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder
+
+
+def _uri(store: Path) -> str:
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def test_store_moved_away_after_the_run_exists_then_back(store, tmp_path):
+    """The store fails after the run was created (its file moved away, as when its folder is
+    removed): no call raises (the old client raised AttributeError on log_artifact), one warning,
+    and once the file is back the missed epochs, artifact, text and tags reach the run in order."""
+    note = tmp_path / "note.txt"
+    note.write_text("hello\n")
+    run = Tracker(_uri(store), "moved", retry_s=0)
+    run_id = run.start({"train.tmax": 2}, {"t": "1"}, run_name="moved-run")
+    run.log_metrics({"loss": 1.0}, step=1)
+    db = store / "mlflow.db"
+    os.rename(db, store / "away.db")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run.log_metrics({"loss": 0.5}, step=2)
+            run.log_artifact(note, "notes")
+            run.log_text("text", "t.txt")
+            run.set_tags({"late": "yes"})
+            run.log_metrics({"loss": 0.25}, step=3)
+        assert not run.available
+        unavailable = [w for w in caught if "unavailable" in str(w.message)]
+        assert len(unavailable) == 1 and "continuing without tracking" in str(unavailable[0].message)
+    finally:
+        os.rename(store / "away.db", db)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.finish()
+    assert any("is back" in str(w.message) for w in caught)
+    client = MlflowClient(_uri(store))
+    got = client.get_run(run_id)
+    assert got.info.status == "FINISHED" and got.data.tags["late"] == "yes"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 1.0), (2, 0.5), (3, 0.25)]
+    assert {a.path for a in client.list_artifacts(run_id, "notes")} == {"notes/note.txt"}
+    assert run.available
+
+
+def test_store_away_at_start_creates_the_run_when_back(store):
+    """A store that fails before the run exists: the run is created, with every epoch, once it is back."""
+    db = store / "mlflow.db"
+    os.rename(db, store / "away.db")
+    (store / "mlflow.db").mkdir()  # sqlite cannot open a folder: the store is unusable
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = Tracker(_uri(store), "late", retry_s=0)
+            assert run.start({"a": 1}, {}) is None and run.run_id is None
+            run.log_metrics({"loss": 2.0}, step=1)
+            run.log_metrics({"loss": 1.0}, step=2)
+    finally:
+        (store / "mlflow.db").rmdir()
+        os.rename(store / "away.db", db)
+    run.finish()
+    assert run.run_id is not None
+    client = MlflowClient(_uri(store))
+    assert [m.step for m in client.get_metric_history(run.run_id, "loss")] == [1, 2]
+    assert client.get_run(run.run_id).data.params == {"a": "1"}
+
+
+def test_a_call_that_is_wrong_is_skipped_and_does_not_block_the_rest(store):
+    run = Tracker(_uri(store), "wrong")
+    run.start({}, {})
+    with pytest.warns(UserWarning, match="tracking: broken failed .*ZeroDivisionError"):
+        run.submit("broken", lambda client, run_id: 1 / 0)
+    run.log_metrics({"x": 1.0}, step=1)
+    run.finish()
+    assert MlflowClient(_uri(store)).get_run(run.run_id).data.metrics == {"x": 1.0}
+
+
+def test_experiment_is_model_training_and_existing_ones_are_tagged_on_first_use(store):
+    client = MlflowClient(_uri(store))
+    new = ensure_experiment(client, "fresh", description="about")
+    assert client.get_experiment(new).tags[KIND_TAG] == MODEL_TRAINING
+    assert client.get_experiment(new).tags["mlflow.note.content"] == "about"
+    old = client.create_experiment("made-before")  # as older versions of the pipeline did: no tags
+    Tracker(_uri(store), "made-before", description="about").start({}, {})
+    assert client.get_experiment(old).tags[KIND_TAG] == MODEL_TRAINING
+    chosen = client.create_experiment("chosen", tags={KIND_TAG: "genai_development"})
+    ensure_experiment(client, "chosen")
+    assert client.get_experiment(chosen).tags[KIND_TAG] == "genai_development"  # a person's choice stays
+
+
+def test_disabled_tracker_does_nothing(store):
+    run = Tracker("sqlite:////nonexistent/dir/mlflow.db", "x", enabled=False)
+    assert run.start({"a": 1}, {}) is None
+    run.log_metrics({"x": 1.0}, step=1)
+    run.finish()
+    assert run.client is None
