@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from bbn.data.decode import decode, load_rgb, open_reduced, orientation  # noqa: F401 (open_reduced: re-exported)
 from bbn.data.loading import ImageList
+from bbn.data.transforms import checkpoint_transform, test_resize
 from bbn.errors import BBNError
 
 PARALLEL_FROM = 500  # below this, worker start-up costs more than it saves
@@ -78,6 +79,19 @@ class OriginalImages(ImageList):
 
     def load(self, data: bytes) -> torch.Tensor:
         return prepared_image(data, self.short_side, self.quality, self.decode_size)
+
+
+def test_images(ckpt: dict, paths: Sequence[str], targets: Sequence[int], originals: bool) -> ImageList:
+    """The test-time input of a checkpoint's model, the one definition evaluation, ``bbn-predict``
+    and the MLflow model share: each file decoded (through the prepare step in memory when
+    ``originals`` and the checkpoint records one: ``OriginalImages``), then the checkpoint's test
+    transform (``bbn.data.transforms.checkpoint_transform``); items are normalised float tensors
+    (3, S, S) and their targets."""
+    size = test_resize(ckpt["image_size"], (ckpt.get("preprocess") or {}).get("augment", "cifar"))
+    prep, transform = ckpt.get("prepare") or {}, checkpoint_transform(ckpt)
+    if originals and prep:
+        return OriginalImages(paths, targets, transform, size, prep["short_side"], prep["quality"])
+    return ImageList(paths, targets, transform, decode_size=size)
 
 
 def prepare_one(src: str, dst: str, short_side: int, quality: int = 95) -> None:

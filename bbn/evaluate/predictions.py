@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bbn.data.loading import ImageList, eval_loader
-from bbn.data.prepare import OriginalImages
+from bbn.data.loading import eval_loader
+from bbn.data.prepare import test_images
 from bbn.data.stats import log_prior
-from bbn.data.transforms import checkpoint_transform, test_resize
 from bbn.errors import BBNError
 from bbn.evaluate import plots
 from bbn.evaluate.metrics import (
@@ -44,13 +43,7 @@ def predict_frame(model: BilateralNet, ckpt: dict, frame: pd.DataFrame, source: 
     the paths are original files, which go through the checkpoint's prepare step in memory first
     (``bbn.data.prepare.prepared_image``), so that they give the logits of their prepared copies."""
     targets = class_indices(frame, ckpt["category_ids"], source)
-    size = test_resize(ckpt["image_size"], (ckpt.get("preprocess") or {}).get("augment", "cifar"))
-    prep = ckpt.get("prepare") or {}
-    transform = checkpoint_transform(ckpt)
-    if originals and prep:
-        images = OriginalImages(frame["path"], targets, transform, size, prep["short_side"], prep["quality"])
-    else:
-        images = ImageList(frame["path"], targets, transform, decode_size=size)
+    images = test_images(ckpt, frame["path"], targets, originals)
     loader = eval_loader(images, batch_size, num_workers, device)
     return predict(model, loader, device, alpha, desc=Path(source).stem, tta_flip=tta_flip)
 

@@ -3,7 +3,8 @@
 ``mlflow.pyfunc.load_model(uri).predict(frame)`` (and ``mlflow models predict`` / ``serve``) takes
 a DataFrame with one column ``image`` of encoded image files (JPEG, PNG, ...; base64 in JSON
 requests) and returns, per image, the top-1 ``category_id``, its ``name`` and ``probability``.
-The images go through the evaluation transform (``bbn.data.loading.eval_transform``) and both-branch
+The images go through the evaluation's input (``bbn.data.prepare.test_images``: the prepare step in
+memory, then the checkpoint's test transform) and both-branch
 inference (``bbn.model.inference.predict``) at the branch weight ``bbn.model.inference.test_alpha``
 gives for the params ``alpha`` (default 0.5) and ``tta_flip`` (default false), as the evaluation
 does. The model's only artifact is the project's checkpoint file, byte for byte; the ``bbn``
@@ -54,18 +55,17 @@ class Classifier(mlflow.pyfunc.PythonModel):
         return classify_bytes(self.model, self.ckpt, list(model_input["image"]), self.device, **(params or {}))
 
 
-def classify_bytes(model, ckpt: dict, images: list[bytes], device, alpha: float = 0.5, tta_flip: bool = False,
+def classify_bytes(model, ckpt: dict, images_bytes: list[bytes], device, alpha: float = 0.5, tta_flip: bool = False,
                    batch_size: int = 64) -> pd.DataFrame:
     """Top-1 category_id, name and probability per encoded image, through the evaluation path."""
     import torch
 
-    from bbn.data.decode import decode
-    from bbn.data.loading import eval_transform
+    from bbn.data.prepare import test_images
     from bbn.model.inference import predict, test_alpha
 
-    size = ckpt["image_size"]
-    transform = eval_transform(size)
-    tensors = [transform(decode(bytes(b), size)) for b in images]
+    # the evaluation's input from the original bytes (the prepare step in memory): bbn.data.prepare.test_images
+    images = test_images(ckpt, [], [], originals=True)
+    tensors = [images.transform(images.load(bytes(b))) for b in images_bytes]
     batches = [(torch.stack(tensors[i:i + batch_size]), torch.zeros(len(tensors[i:i + batch_size]), dtype=torch.long))
                for i in range(0, len(tensors), batch_size)]
     logits, _ = predict(model, batches, device, test_alpha(ckpt, float(alpha)), tta_flip=bool(tta_flip))
