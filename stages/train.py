@@ -13,7 +13,9 @@ import torch
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from bbn.data.loading import ImageList, eval_loader, eval_transform, train_loaders, train_transform
+from bbn.data.batch_augment import DeviceAugment
+from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, train_batches
+from bbn.data.loading import MEAN, STD, ImageList, eval_loader, eval_transform, train_loaders, train_transform
 from bbn.data.prepare import prepared_path
 from bbn.errors import ArgError
 from bbn.files import write_csv, write_json
@@ -37,12 +39,26 @@ NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train
 # library arguments and the params keys that set them (error messages name the key)
 KEYS = {"device": "train.device", "sync_bn": "train.sync_bn", "method": "train.method",
         "pretrained": "model.pretrained", "pretrained_md5": "model.pretrained_md5",
-        "antialias": "model.antialias", "accumulate": "train.accumulate"}
+        "antialias": "model.antialias", "accumulate": "train.accumulate", "in_memory": "train.in_memory"}
 
 
 def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
     """The images' prepared copies (data/prepared), labelled by class index."""
     return ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), transform, size)
+
+
+def _train_loaders(t, train_set: ImageList, dist: Dist, device: torch.device) -> dict:
+    """The DataLoaders, or with ``train.in_memory`` the same samplers' batches from images decoded
+    once onto ``device`` and augmented there (bbn.data.inmemory)."""
+    nbytes = bank_bytes(train_set.paths, t.image_size, square=True)
+    if not choose_in_memory(t.in_memory, nbytes, t.in_memory_max_gb):
+        return train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
+                             t.accumulate, persistent=not t.deterministic)
+    bank = ImageBank(train_set.paths, train_set.targets, t.image_size, True, device, t.gpu_decode)
+    if dist.main:
+        print(f"train: {len(bank)} training images in memory on {device} ({bank.nbytes / 2**20:.1f} MiB)")
+    augment = DeviceAugment("cifar", t.image_size, t.crop_padding, t.hflip, mean=MEAN, std=STD)
+    return train_batches(bank, augment, t.batch_size, t.seed, dist.rank, dist.world_size, t.accumulate)
 
 
 def _resume_key(params) -> str:
@@ -73,8 +89,7 @@ def train(params, dist: Dist, device: torch.device) -> None:
     train_set = _dataset(pd.read_csv(SPLIT / "train.csv"), index,
                          train_transform(t.image_size, t.crop_padding, t.hflip), t.image_size)
     val_set = _dataset(pd.read_csv(SPLIT / "val.csv"), index, eval_transform(t.image_size), t.image_size)
-    loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
-                            t.accumulate, persistent=not t.deterministic)
+    loaders = _train_loaders(t, train_set, dist, device)
     if not len(loaders["uniform"]):
         raise ArgError("accumulate", f"{len(train_set)} training images are too few for {dist.world_size} "
                        f"process(es) x {t.accumulate} micro-batches of at least 2 images")
@@ -94,6 +109,8 @@ def train(params, dist: Dist, device: torch.device) -> None:
     def on_epoch(epoch: int, row: dict, state: dict) -> None:
         if not dist.main:
             return
+        if device.type == "cuda":  # what one run needs: how many fit on one GPU (README, many runs per GPU)
+            row["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         saved.save(model, state, mlrun.run_id)
         mlrun.log_metrics(finite(row), step=epoch + 1)
         print(f"epoch {epoch + 1}/{t.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.4g}  "
@@ -140,7 +157,8 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     write_json(METRICS / "train.json", finite({
         "train_loss": last["train_loss"], "train_acc": last["train_acc"], "val_loss": last["val_loss"],
         "val_acc": last["val_acc"], "best_val_acc": curve["val_acc"].max(),
-        "train_minutes": curve["seconds"].sum() / 60}))
+        "train_minutes": curve["seconds"].sum() / 60,
+        "max_memory_gib": curve.get("max_memory_gib", pd.Series(dtype=float)).max()}))
     write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri})
     tracker.log_artifact(PLOTS / "learning_curve.csv", "plots")
     tracker.finish()
