@@ -54,7 +54,7 @@ def _train_loaders(t, train_set: ImageList, dist: Dist, device: torch.device) ->
     if not choose_in_memory(t.in_memory, nbytes, t.in_memory_max_gb):
         return train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
                              t.accumulate, persistent=not t.deterministic)
-    bank = ImageBank(train_set.paths, train_set.targets, t.image_size, True, device, t.gpu_decode)
+    bank = ImageBank.from_files(train_set.paths, train_set.targets, t.image_size, True, device, t.gpu_decode)
     if dist.main:
         print(f"train: {len(bank)} training images in memory on {device} ({bank.nbytes / 2**20:.1f} MiB)")
     augment = DeviceAugment("cifar", t.image_size, t.crop_padding, t.hflip, mean=MEAN, std=STD)

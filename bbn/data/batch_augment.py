@@ -88,7 +88,11 @@ def resized_crop_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: t
 
 def resize_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Each image's box of ``x`` (B, C, H, W) resized to ``size`` x ``size`` in one ``roi_align``
-    (aligned: pixel k covers [k, k+1)). Returns float (B, C, size, size) on ``x``'s value scale."""
+    (aligned: pixel k covers [k, k+1)). Returns float (B, C, size, size) on ``x``'s value scale.
+
+    Inside the box this is bilinear resizing (enlarging: exactly torchvision's; shrinking: averaged
+    samples); within half an input pixel of a box edge that is not the image's, the samples blend in
+    the neighbouring pixels outside the box, where torchvision's crop-then-resize repeats the edge."""
     index = torch.arange(len(x), device=x.device, dtype=boxes.dtype)[:, None]
     return roi_align(x.float(), torch.cat([index, boxes], 1), (size, size), spatial_scale=1.0,
                      sampling_ratio=-1, aligned=True)
@@ -108,10 +112,12 @@ def inception_augment(x: torch.Tensor, sizes: torch.Tensor, size: int, scale: tu
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """(x / 255 - mean) / std per channel, as float32 (B, C, H, W)."""
-    scale = 1.0 / (255.0 * torch.tensor(std, device=x.device))
-    shift = -torch.tensor(mean, device=x.device) / torch.tensor(std, device=x.device)
-    return torch.addcmul(shift[:, None, None], x.float(), scale[:, None, None])
+    """(x / 255 - mean) / std per channel, as float32 (B, C, H, W): the operations of
+    ``v2.ToDtype(float32, scale=True)`` + ``v2.Normalize`` in their order, so the two paths agree to
+    the bit (three elementwise kernels; negligible next to a training step)."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device)[:, None, None]
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device)[:, None, None]
+    return x.to(torch.float32).mul_(1.0 / 255).sub_(mean_t).div_(std_t)
 
 
 @dataclass(frozen=True)

@@ -96,25 +96,32 @@ def canvas(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ImageBank:
-    """Every image of a list decoded once into uint8 ``images`` (N, 3, H, W) on ``device``, with
-    ``sizes`` (N, 2) and ``targets`` (N,) there too.
+    """Training images in one uint8 tensor ``images`` (N, 3, H, W) on the training device, with
+    ``sizes`` (N, 2) (each image's height and width at the top left of the canvas, see ``canvas``)
+    and class indices ``targets`` (N,) on the same device."""
 
-    ``side`` > 0: each image's short side resized to ``side``; ``square``: then its centre crop, so
-    ``images`` is (N, 3, side, side) (the ``cifar`` augmentation's input); otherwise images keep their
-    aspect ratio and lie on a common canvas (``canvas``), for ``inception``. Raises ``BBNError`` for an
-    unreadable file.
-    """
+    def __init__(self, images: torch.Tensor, sizes: torch.Tensor, targets: Sequence[int] | torch.Tensor):
+        self.images, self.sizes = images, sizes.to(images.device)
+        self.targets = torch.as_tensor(targets, dtype=torch.long).to(images.device)
+        if not (len(images) == len(self.sizes) == len(self.targets)):
+            raise ValueError(f"{len(images)} images, {len(self.sizes)} sizes, {len(self.targets)} targets")
 
-    def __init__(self, paths: Sequence[str], targets: Sequence[int], side: int, square: bool,
-                 device: torch.device, gpu_decode: bool = False, chunk: int = 256):
-        images = []
+    @classmethod
+    def from_files(cls, paths: Sequence[str], targets: Sequence[int], side: int, square: bool,
+                   device: torch.device, gpu_decode: bool = False, chunk: int = 256) -> "ImageBank":
+        """Every file decoded once (``decode_batch``, ``chunk`` at a time) onto ``device``.
+
+        ``side`` > 0: each image's short side resized to ``side``; ``square``: then its centre crop,
+        so ``images`` is (N, 3, side, side), what the DataLoader path's transform starts from (the
+        ``cifar`` augmentation's input); otherwise images keep their aspect ratio on a common canvas,
+        for ``inception``. Raises ``BBNError`` naming an unreadable file.
+        """
+        paths, images = list(paths), []
         for start in tqdm(range(0, len(paths), chunk), desc="decode to memory", unit="chunk", disable=None):
             part = paths[start:start + chunk]
             decoded = decode_batch([_read(p) for p in part], side, device, gpu_decode, part)
             images += [fit_image(img, side, square) if side else img for img in decoded]
-        self.images, self.sizes = canvas(images)
-        self.images, self.sizes = self.images.to(device), self.sizes.to(device)
-        self.targets = torch.as_tensor(list(targets), dtype=torch.long, device=device)
+        return cls(*canvas(images), targets)
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -1,0 +1,286 @@
+"""The in-memory input path (bbn.data.inmemory, bbn.data.batch_augment) against the DataLoader path:
+same sampler draws, same augmentation distributions, same transform, same losses. CPU only.
+
+Statistical checks use fixed seeds and tolerances of 4 binomial standard deviations.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from bbn.data.batch_augment import DeviceAugment, cifar_augment, crop_flip, normalize, resize_boxes, resized_crop_boxes
+from bbn.data.decode import decode
+from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, decode_batch, train_batches
+from bbn.data.loading import MEAN, STD, ImageList, train_loaders, train_transform
+from bbn.errors import ArgError, BBNError
+
+COUNTS = (24, 10, 5, 3)  # a long tail over 4 classes
+
+
+def _jpegs(folder, counts=COUNTS, size=(20, 24), seed=0) -> tuple[list[str], list[int]]:
+    """Smooth colour JPEGs whose mean colour depends on the class (learnable, as real data)."""
+    rng = np.random.default_rng(seed)
+    paths, targets = [], []
+    for cls, n in enumerate(counts):
+        for i in range(n):
+            base = np.array([60 * cls, 255 - 60 * cls, 128], np.float32)
+            field = rng.normal(0, 40, (3, 4, 3)).astype(np.float32) + base
+            img = Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)).resize(size, Image.BILINEAR)
+            path = folder / f"{cls}_{i}.jpg"
+            img.save(path, quality=95)
+            paths.append(str(path))
+            targets.append(cls)
+    return paths, targets
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return _jpegs(tmp_path_factory.mktemp("inmem"))
+
+
+def _bank(labels, side: int = 8) -> ImageBank:
+    images = torch.zeros(len(labels), 3, side, side, dtype=torch.uint8)
+    return ImageBank(images, torch.full((len(labels), 2), side), labels)
+
+
+def _within(count: float, n: int, p: float, sigmas: float = 4.0) -> bool:
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+
+
+def test_reversed_draws_follow_inverse_class_counts_and_equal_the_dataloader_sampler():
+    counts = (400, 120, 40, 10)
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    bank = _bank(labels)
+    augment = DeviceAugment("none", 8)
+    batches = train_batches(bank, augment, batch_size=32, seed=3)
+    loaders = train_loaders(ImageList([f"{i}.jpg" for i in range(len(labels))], labels, None), 32, 0, seed=3)
+    drawn = []
+    for epoch in range(6):
+        for name in ("uniform", "reversed", "balanced"):
+            batches[name].batch_sampler.set_epoch(epoch)
+            loaders[name].batch_sampler.set_epoch(epoch)
+            assert list(batches[name].batch_sampler) == list(loaders[name].batch_sampler), (name, epoch)
+        for _, y in batches["reversed"]:
+            drawn.append(y)
+    y = torch.cat(drawn)
+    inverse = [1 / n for n in counts]
+    for cls, w in enumerate(inverse):
+        p = w / sum(inverse)
+        assert _within(int((y == cls).sum()), len(y), p), (cls, int((y == cls).sum()), len(y) * p)
+
+
+def test_uniform_batches_see_every_image_once_and_labels_follow_indices():
+    labels = [c for c, n in enumerate(COUNTS) for _ in range(n)]
+    bank = _bank(labels)
+    bank.images[:, 0, 0, 0] = torch.arange(len(labels), dtype=torch.uint8)  # image i says i
+    batches = train_batches(bank, DeviceAugment("none", 8, mean=(0, 0, 0), std=(1 / 255,) * 3), 5, seed=0)
+    seen = []
+    for x, y in batches["uniform"]:
+        idx = x[:, 0, 0, 0].round().long()
+        assert torch.equal(y, bank.targets[idx])
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(len(labels)))
+
+
+def _coordinate_images(n: int, side: int) -> torch.Tensor:
+    """Channel 0 holds row + 1, channel 1 column + 1 (0 marks the zero padding)."""
+    steps = torch.arange(1, side + 1, dtype=torch.uint8)
+    x = torch.zeros(n, 3, side, side, dtype=torch.uint8)
+    x[:, 0] = steps[:, None]
+    x[:, 1] = steps[None, :]
+    return x
+
+
+def test_cifar_crop_offsets_are_uniform_and_flip_rate_is_one_half():
+    n, side, pad = 9000, 16, 4
+    out = cifar_augment(_coordinate_images(n, side), pad, True, torch.Generator().manual_seed(1)).long()
+    top = out[:, 0, 8, 8] - 1 - 8 + pad  # crop row 8 shows original row top + 8 - pad (always inside)
+    step = out[:, 1, 8, 9] - out[:, 1, 8, 8]  # +1 unflipped, -1 mirrored
+    assert set(step.tolist()) == {1, -1}
+    flipped = step == -1
+    left = torch.where(flipped, out[:, 1, 8, 8] - 1 - (side - 1 - 8) + pad, out[:, 1, 8, 8] - 1 - 8 + pad)
+    assert _within(int(flipped.sum()), n, 0.5)
+    for offsets in (top, left):
+        assert offsets.min() == 0 and offsets.max() == 2 * pad
+        for k in range(2 * pad + 1):
+            assert _within(int((offsets == k).sum()), n, 1 / (2 * pad + 1)), (k, int((offsets == k).sum()))
+
+
+def test_cifar_augment_at_zero_shift_equals_the_dataloader_transform(files):
+    """An image through the device path with the crop at its own place (offset = padding) and no
+    flip equals the DataLoader path's transform (resize, centre crop, float, normalise)."""
+    paths, targets = files
+    bank = ImageBank.from_files(paths, targets, 16, True, torch.device("cpu"))
+    reference = ImageList(paths, targets, train_transform(16, 0, False), 16)
+    pad, n = 4, 6
+    padded = torch.nn.functional.pad(bank.images[:n], (pad,) * 4)
+    at = torch.full((n,), pad)
+    for flip in (False, True):
+        got = normalize(crop_flip(padded, at, at, torch.full((n,), flip), 16), MEAN, STD)
+        for i in range(n):
+            want = reference[i][0].flip(-1) if flip else reference[i][0]
+            torch.testing.assert_close(got[i], want, atol=1e-5, rtol=0)
+
+
+def test_cifar_augment_every_offset_equals_torchvision_pad_and_crop():
+    x = torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8)
+    padded = v2.functional.pad(x, [3])
+    for top in range(7):
+        for left in range(7):
+            got = crop_flip(torch.nn.functional.pad(x, (3,) * 4), torch.tensor([top]), torch.tensor([left]),
+                            torch.tensor([False]), 8)
+            assert torch.equal(got, v2.functional.crop(padded, top, left, 8, 8))
+
+
+def test_inception_boxes_match_torchvision_random_resized_crop_statistics():
+    n, h, w, scale, ratio = 6000, 60, 80, (0.08, 1.0), (3 / 4, 4 / 3)
+    boxes = resized_crop_boxes(torch.tensor([[h, w]] * n), scale, ratio, torch.Generator().manual_seed(0))
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    torch.manual_seed(0)
+    ref = torch.tensor([v2.RandomResizedCrop.get_params(torch.zeros(1, h, w), list(scale), list(ratio))
+                        for _ in range(n)], dtype=torch.float32)  # (top, left, height, width)
+    for ours, theirs in ((bh * bw / (h * w), ref[:, 2] * ref[:, 3] / (h * w)),
+                         (torch.log(bw / bh), torch.log(ref[:, 3] / ref[:, 2])),
+                         (boxes[:, 0] / (w - bw + 1), ref[:, 1] / (w - ref[:, 3] + 1))):
+        spread = 4 * math.sqrt(ours.var() / n + theirs.var() / n)
+        assert abs(ours.mean() - theirs.mean()) <= spread, (ours.mean(), theirs.mean())
+        assert ours.min() >= theirs.min() - 0.05 and ours.max() <= theirs.max() + 0.05
+
+
+def test_inception_fallback_is_torchvisions_centre_crop():
+    """With an impossible scale no try fits: both fall back to the ratio-clamped centre crop."""
+    for h, w in ((10, 100), (100, 10), (50, 60)):
+        ours = resized_crop_boxes(torch.tensor([[h, w]]), (2.0, 2.0), (3 / 4, 4 / 3), torch.Generator())[0]
+        top, left, bh, bw = v2.RandomResizedCrop.get_params(torch.zeros(1, h, w), [2.0, 2.0], [3 / 4, 4 / 3])
+        assert ours.tolist() == [left, top, left + bw, top + bh]
+
+
+def test_box_resize_equals_bilinear_resized_crop_when_enlarging():
+    """Equal to torchvision's crop-then-resize except within half an input pixel of an inner box's
+    border, where roi_align samples the neighbours outside the box and torchvision the crop's edge."""
+    x = torch.randint(0, 256, (2, 3, 20, 30), dtype=torch.uint8)
+    boxes = torch.tensor([[0.0, 0.0, 30.0, 20.0], [3.0, 2.0, 15.0, 14.0]])
+    got = resize_boxes(x, boxes, 32)
+    for i, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+        want = v2.functional.resized_crop(x[i].float(), y1, x1, y2 - y1, x2 - x1, [32, 32], antialias=False)
+        inner = slice(0, 32) if i == 0 else slice(2, 30)  # 12 px -> 32: half a pixel is 1.33 outputs
+        torch.testing.assert_close(got[i][:, inner, inner], want[:, inner, inner], atol=1e-3, rtol=0)
+
+
+def test_device_batches_reseed_per_epoch(files):
+    paths, targets = files
+    bank = ImageBank.from_files(paths, targets, 16, True, torch.device("cpu"))
+    augment = DeviceAugment("inception", 12, mean=MEAN, std=STD)
+
+    def epoch(e):
+        b = train_batches(bank, augment, 8, seed=5)["uniform"]
+        b.batch_sampler.set_epoch(e)
+        return torch.cat([x for x, _ in b])
+    first = epoch(1)
+    assert first.shape[1:] == (3, 12, 12)
+    assert torch.equal(first, epoch(1)) and not torch.equal(first, epoch(2))
+
+
+def _train(loaders: dict, epochs: int, seed: int = 0) -> list[float]:
+    from types import SimpleNamespace
+
+    from bbn.model.network import ModelSpec, build_model
+    from bbn.train.loop import bilateral_step, make_optimizer, seed_everything, train_epoch
+    torch.manual_seed(seed)
+    model = build_model(ModelSpec("resnet32", len(COUNTS), "off"))
+    opt = make_optimizer(model, SimpleNamespace(lr=0.05, momentum=0.9, weight_decay=2e-4, nesterov=True))
+    losses = []
+    for e in range(epochs):
+        seed_everything(100 + e)
+        row = train_epoch(model, [loaders["uniform"], loaders["reversed"]], bilateral_step(1 - e / epochs), opt,
+                          torch.device("cpu"), e)
+        losses.append(row["train_loss"])
+    return losses
+
+
+def test_both_paths_train_to_the_same_losses_unaugmented(files):
+    """Without random augmentation the two paths feed identical batches (same sampler draws, same
+    pixels to the bit): a short run gives the same loss every epoch."""
+    paths, targets = files
+    torch.set_num_threads(1)
+    dataset = ImageList(paths, targets, train_transform(16, 0, False), 16)
+    bank = ImageBank.from_files(paths, targets, 16, True, torch.device("cpu"))
+    ours = _train(train_batches(bank, DeviceAugment("cifar", 16, 0, False, mean=MEAN, std=STD), 8, seed=0), 3)
+    theirs = _train(train_loaders(dataset, 8, 0, seed=0, persistent=False), 3)
+    assert ours == pytest.approx(theirs, rel=1e-5, abs=0)
+
+
+def _losses(batches, model, epochs: int) -> torch.Tensor:
+    """Per-image cross-entropy of a fixed model over ``epochs`` epochs of augmented batches."""
+    out = []
+    with torch.no_grad():
+        for e in range(epochs):
+            torch.manual_seed(1000 + e)  # the DataLoader path's transforms draw from the global RNG
+            batches.batch_sampler.set_epoch(e)
+            out += [torch.nn.functional.cross_entropy(model(x), y, reduction="none") for x, y in batches]
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("name", ["uniform", "reversed"])
+def test_both_paths_give_the_same_expected_loss_augmented(files, name):
+    """With pad-crop and flips the draws differ, their distribution must not: the mean loss of a
+    fixed model over many augmented epochs agrees within 4 standard errors, while turning the
+    augmentation off moves it outside (the check can fail)."""
+    paths, targets = files
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    nn = torch.nn  # a small fixed random network: sees position (padding) and orientation (flips)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+                          nn.Linear(144, len(COUNTS)))
+    bank = ImageBank.from_files(paths, targets, 16, True, torch.device("cpu"))
+
+    def device_path(padding, flip):
+        augment = DeviceAugment("cifar", 16, padding, flip, mean=MEAN, std=STD)
+        return _losses(train_batches(bank, augment, 8, seed=0)[name], model, 40)
+    dataset = ImageList(paths, targets, train_transform(16, 4, True), 16)
+    theirs = _losses(train_loaders(dataset, 8, 0, seed=0, persistent=False)[name], model, 40)
+    ours, plain = device_path(4, True), device_path(0, False)
+
+    def gap(a, b):
+        return abs(a.mean() - b.mean()) / math.sqrt(a.var() / len(a) + b.var() / len(b))
+    assert gap(ours, theirs) <= 4, (ours.mean(), theirs.mean())
+    assert gap(plain, theirs) > 4, (plain.mean(), theirs.mean())
+
+
+def test_gpu_decode_falls_back_to_the_cpu_without_cuda(files, tmp_path):
+    paths, targets = files
+    datas = [open(p, "rb").read() for p in paths[:3]]
+    with pytest.warns(UserWarning, match="CUDA"):
+        got = decode_batch(datas, 0, torch.device("cpu"), gpu=True)
+    assert all(torch.equal(a, decode(d)) for a, d in zip(got, datas))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpu = ImageBank.from_files(paths, targets, 16, True, torch.device("cpu"), gpu_decode=True)
+    assert torch.equal(gpu.images, ImageBank.from_files(paths, targets, 16, True, torch.device("cpu")).images)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(BBNError, match="bad.jpg"):
+        ImageBank.from_files([paths[0], str(bad)], [0, 0], 16, True, torch.device("cpu"))
+
+
+def test_inception_bank_keeps_aspect_on_a_canvas(files):
+    paths, targets = files
+    bank = ImageBank.from_files(paths[:3], targets[:3], 10, False, torch.device("cpu"))
+    assert bank.images.shape == (3, 3, 12, 10) and bank.sizes.tolist() == [[12, 10]] * 3
+    assert bank_bytes(paths, 10, square=False) >= len(paths) * 3 * 10 * 12
+    assert bank_bytes(paths, 10, square=True) == len(paths) * 3 * 10 * 10
+
+
+def test_choose_in_memory():
+    assert choose_in_memory("auto", 2**30, 1.0) and not choose_in_memory("auto", 2**30 + 1, 1.0)
+    assert choose_in_memory("on", 10 * 2**30, 1.0) and not choose_in_memory("off", 1, 1.0)
+    with pytest.raises(ArgError):
+        choose_in_memory("sometimes", 1, 1.0)
