@@ -284,3 +284,24 @@ def test_choose_in_memory():
     assert choose_in_memory("on", 10 * 2**30, 1.0) and not choose_in_memory("off", 1, 1.0)
     with pytest.raises(ArgError):
         choose_in_memory("sometimes", 1, 1.0)
+
+
+def test_in_memory_param_words():
+    """Bare YAML 1.1 on/off (booleans, as ``dvc exp run -S`` writes them) mean on/off; another word
+    is an error naming the key."""
+    from stages.params import validate
+    assert validate({"train": {"in_memory": False}}).train.in_memory == "off"
+    assert validate({"train": {"in_memory": True}}).train.in_memory == "on"
+    with pytest.raises(BBNError, match="train.in_memory"):
+        validate({"train": {"in_memory": "sometimes"}})
+
+
+def test_train_stage_chooses_the_path_by_param(tmp_path):
+    """The tiny digits set fits: auto trains in memory, off through the DataLoaders."""
+    from conftest import prepared_repo, set_params, stage
+    repo = prepared_repo(tmp_path / "bbn", {"train": {"epochs": 1, "lr_steps": [1]}})
+    for mode, in_memory in (("auto", True), (False, False)):
+        set_params(repo, {"train": {"in_memory": mode}})
+        proc = stage(repo, "train")
+        assert proc.returncode == 0, proc.stderr
+        assert ("in memory on cpu" in proc.stdout) == in_memory, (mode, proc.stdout)
