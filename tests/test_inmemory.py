@@ -305,3 +305,20 @@ def test_train_stage_chooses_the_path_by_param(tmp_path):
         proc = stage(repo, "train")
         assert proc.returncode == 0, proc.stderr
         assert ("in memory on cpu" in proc.stdout) == in_memory, (mode, proc.stdout)
+
+
+def test_gpu_check_script_dry_run_on_cpu(tmp_path):
+    """``bash bench/gpu.sh --device cpu``: the GPU check's every step on tiny synthetic data."""
+    import json
+    import subprocess
+
+    from conftest import ROOT, env
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(["bash", "bench/gpu.sh", "--device", "cpu", "--epochs", "1", "--data",
+                           str(tmp_path / "absent.tar.gz")], cwd=ROOT, capture_output=True, text=True,
+                          env=env() | {"BBN_GPU_JSON": str(out)}, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "synthetic" in proc.stderr and "top-1" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["epochs"] == 1 and 0 <= result["test_top1"] <= 100 and result["official_step_img_per_s"] > 0
+    assert proc.stdout.count("| in-memory input |") == 2 and "INCOMPLETE" not in proc.stdout
