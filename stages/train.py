@@ -14,7 +14,7 @@ import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from bbn.data.batch_augment import DeviceAugment
-from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, train_batches
+from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, decoded_batches, train_batches
 from bbn.data.loading import MEAN, STD, ImageList, eval_loader, eval_transform, train_loaders, train_transform
 from bbn.data.prepare import prepared_path
 from bbn.errors import ArgError
@@ -48,17 +48,22 @@ def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageLis
 
 
 def _train_loaders(t, train_set: ImageList, dist: Dist, device: torch.device) -> dict:
-    """The DataLoaders, or with ``train.in_memory`` the same samplers' batches from images decoded
-    once onto ``device`` and augmented there (bbn.data.inmemory)."""
+    """The DataLoaders; or with ``train.in_memory`` the same samplers' batches from images decoded
+    once onto ``device`` and augmented there; or with ``train.gpu_decode`` (images not in memory)
+    decoded and augmented there batch by batch (bbn.data.inmemory)."""
     nbytes = bank_bytes(train_set.paths, t.image_size, square=True)
-    if not choose_in_memory(t.in_memory, nbytes, t.in_memory_max_gb):
-        return train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
-                             t.accumulate, persistent=not t.deterministic)
-    bank = ImageBank.from_files(train_set.paths, train_set.targets, t.image_size, True, device, t.gpu_decode)
-    if dist.main:
-        print(f"train: {len(bank)} training images in memory on {device} ({bank.nbytes / 2**20:.1f} MiB)")
     augment = DeviceAugment("cifar", t.image_size, t.crop_padding, t.hflip, mean=MEAN, std=STD)
-    return train_batches(bank, augment, t.batch_size, t.seed, dist.rank, dist.world_size, t.accumulate)
+    batching = (t.batch_size, t.seed, dist.rank, dist.world_size, t.accumulate)
+    if choose_in_memory(t.in_memory, nbytes, t.in_memory_max_gb):
+        bank = ImageBank.from_files(train_set.paths, train_set.targets, t.image_size, True, device, t.gpu_decode)
+        if dist.main:
+            print(f"train: {len(bank)} training images in memory on {device} ({bank.nbytes / 2**20:.1f} MiB)")
+        return train_batches(bank, augment, *batching)
+    if t.gpu_decode:
+        return decoded_batches(train_set.paths, train_set.targets, augment, t.image_size, True, device, True,
+                               t.batch_size, t.num_workers, *batching[1:])
+    return train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
+                         t.accumulate, persistent=not t.deterministic)
 
 
 def _resume_key(params) -> str:

@@ -297,14 +297,16 @@ def test_in_memory_param_words():
 
 
 def test_train_stage_chooses_the_path_by_param(tmp_path):
-    """The tiny digits set fits: auto trains in memory, off through the DataLoaders."""
+    """The tiny digits set fits: auto trains in memory, off through the DataLoaders, off with
+    gpu_decode through batches decoded on the device (here the CPU, with a warning)."""
     from conftest import prepared_repo, set_params, stage
     repo = prepared_repo(tmp_path / "bbn", {"train": {"epochs": 1, "lr_steps": [1]}})
-    for mode, in_memory in (("auto", True), (False, False)):
-        set_params(repo, {"train": {"in_memory": mode}})
+    for mode, gpu, in_memory in (("auto", False, True), (False, False, False), (False, True, False)):
+        set_params(repo, {"train": {"in_memory": mode, "gpu_decode": gpu}})
         proc = stage(repo, "train")
         assert proc.returncode == 0, proc.stderr
         assert ("in memory on cpu" in proc.stdout) == in_memory, (mode, proc.stdout)
+        assert ("GPU JPEG decoding needs a CUDA device" in proc.stderr) == gpu, proc.stderr[-2000:]
 
 
 def test_gpu_check_script_dry_run_on_cpu(tmp_path):
@@ -322,3 +324,22 @@ def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert result["epochs"] == 1 and 0 <= result["test_top1"] <= 100 and result["official_step_img_per_s"] > 0
     assert proc.stdout.count("| in-memory input |") == 2 and "INCOMPLETE" not in proc.stdout
+
+
+def test_decoded_batches_equal_the_in_memory_batches(files):
+    """Files decoded batch by batch on the device (here: the CPU fallback of gpu decoding) give the
+    in-memory path's batches: same draws, same pixels, same augmentation."""
+    from bbn.data.inmemory import decoded_batches
+    paths, targets = files
+    cpu = torch.device("cpu")
+    augment = DeviceAugment("cifar", 16, 2, True, mean=MEAN, std=STD)
+    bank = ImageBank.from_files(paths, targets, 16, True, cpu)
+    memory = train_batches(bank, augment, 8, seed=4)
+    with pytest.warns(UserWarning, match="CUDA"):
+        streamed = decoded_batches(paths, targets, augment, 16, True, cpu, True, 8, 0, seed=4)
+        for name in ("uniform", "reversed"):
+            for b in (memory[name], streamed[name]):
+                b.batch_sampler.set_epoch(2)
+            assert len(memory[name]) == len(streamed[name])
+            for (xa, ya), (xb, yb) in zip(memory[name], streamed[name]):
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)

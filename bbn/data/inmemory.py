@@ -14,6 +14,9 @@ far below what a ResNet-32 step can do. Here:
 
 ``DeviceBatches`` duck-types the DataLoaders ``bbn.train.loop.train_epoch`` consumes: an iterable of
 (x, y) with ``len()`` and ``batch_sampler.set_epoch(epoch)``.
+
+For images that do not fit, ``DecodedBatches`` keeps the rest of the path: DataLoader workers only
+read the files, each batch is decoded on the device (nvJPEG with ``gpu``) and augmented there.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from bbn.data.batch_augment import DeviceAugment
 from bbn.data.decode import decode
+from bbn.data.loading import resolve_workers
 from bbn.data.samplers import ClassBalancedSampler, ReversedSampler, StepBatches, UniformSampler, rank_seed
 from bbn.errors import ArgError, BBNError
 
@@ -43,16 +48,20 @@ def _read(path: str) -> bytes:
         raise BBNError(f"{path}: cannot read image ({exc})") from None
 
 
-def _decode_cpu(data: bytes, min_side: int, name: str) -> torch.Tensor:
+def _decode_cpu(data: bytes | torch.Tensor, min_side: int, name: str) -> torch.Tensor:
     try:
-        return decode(data, min_side)
+        return decode(data if isinstance(data, bytes) else data.numpy().tobytes(), min_side)
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "not an image"
         raise BBNError(f"{name}: cannot read image ({exc})") from None
 
 
-def decode_batch(datas: Sequence[bytes], min_side: int, device: torch.device, gpu: bool,
+def _is_jpeg(data: bytes | torch.Tensor) -> bool:
+    return bytes(data[:2].tolist() if isinstance(data, torch.Tensor) else data[:2]) == _JPEG_MAGIC
+
+
+def decode_batch(datas: Sequence[bytes | torch.Tensor], min_side: int, device: torch.device, gpu: bool,
                  names: Sequence[str] | None = None) -> list[torch.Tensor]:
-    """Encoded images -> uint8 (3, H, W) tensors on ``device``.
+    """Encoded images (bytes or 1-D uint8 tensors) -> uint8 (3, H, W) tensors on ``device``.
 
     ``gpu`` and a CUDA ``device``: all-JPEG batches through ``torchvision.io.decode_jpeg(...,
     device=device)`` (full resolution: no DCT-scaled decoding on the GPU); anything else, a batch
@@ -63,8 +72,8 @@ def decode_batch(datas: Sequence[bytes], min_side: int, device: torch.device, gp
     names = names or [f"image {i}" for i in range(len(datas))]
     if gpu and device.type != "cuda":
         warnings.warn(f"GPU JPEG decoding needs a CUDA device, not {device}: decoding on the CPU", stacklevel=2)
-    if gpu and device.type == "cuda" and all(d[:2] == _JPEG_MAGIC for d in datas):
-        tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    if gpu and device.type == "cuda" and all(_is_jpeg(d) for d in datas):
+        tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) if isinstance(d, bytes) else d for d in datas]
         try:
             return decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # e.g. a CMYK or progressive flavour nvJPEG refuses: the CPU path decides
@@ -174,17 +183,70 @@ class DeviceBatches:
             yield x, self.bank.targets[idx]
 
 
+def _samplers(labels: list[int], seed: int, rank: int) -> dict:
+    """The samplers of ``bbn.data.loading.train_loaders``, with the same seeds."""
+    n, mine = len(labels), rank_seed(seed, rank)
+    return {"uniform": UniformSampler(n, seed=seed), "reversed": ReversedSampler(labels, num_samples=n, seed=mine),
+            "balanced": ClassBalancedSampler(labels, num_samples=n, seed=mine)}
+
+
 def train_batches(bank: ImageBank, augment: DeviceAugment, batch_size: int, seed: int, rank: int = 0,
                   world_size: int = 1, accumulate: int = 1) -> dict[str, DeviceBatches]:
     """The 'uniform', 'reversed' and 'balanced' batches of ``bbn.data.loading.train_loaders``, from
     the same samplers with the same seeds (so the same indices per step), augmented on the device."""
-    n, mine, labels = len(bank), rank_seed(seed, rank), bank.targets.tolist()
-    samplers = {"uniform": UniformSampler(n, seed=seed),
-                "reversed": ReversedSampler(labels, num_samples=n, seed=mine),
-                "balanced": ClassBalancedSampler(labels, num_samples=n, seed=mine)}
+    samplers = _samplers(bank.targets.tolist(), seed, rank)
     return {name: DeviceBatches(bank, StepBatches(s, batch_size, world_size, rank, accumulate), augment,
-                                mine, stream)
+                                rank_seed(seed, rank), stream)
             for stream, (name, s) in enumerate(samplers.items())}
+
+
+class EncodedFiles(Dataset):
+    """(file content as a 1-D uint8 tensor, class index): DataLoader workers only read files."""
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int]):
+        self.paths, self.targets = list(paths), list(targets)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.frombuffer(bytearray(_read(self.paths[i])), dtype=torch.uint8), self.targets[i]
+
+
+def _as_lists(batch: list) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return [d for d, _ in batch], torch.tensor([t for _, t in batch])
+
+
+class DecodedBatches(DeviceBatches):
+    """``DeviceBatches`` for images that do not stay in memory: DataLoader workers read the files of
+    each micro-batch, the batch is decoded on the device (``decode_batch``, nvJPEG with ``gpu``),
+    brought to ``side`` (``fit_image``), laid on a ``canvas`` and augmented there."""
+
+    def __init__(self, files: EncodedFiles, batch_sampler: StepBatches, augment: DeviceAugment, seed: int,
+                 stream: int, side: int, square: bool, device: torch.device, gpu: bool, workers: int = 0):
+        super().__init__(None, batch_sampler, augment, seed, stream)
+        extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
+        self.loader = DataLoader(files, batch_sampler=batch_sampler, num_workers=workers, collate_fn=_as_lists,
+                                 **extra)
+        self.side, self.square, self.device, self.gpu = side, square, device, gpu
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = epoch_generator(self.device, self.seed, self.stream, self.batch_sampler.sampler.epoch)
+        for datas, y in self.loader:
+            images = decode_batch(datas, self.side, self.device, self.gpu)
+            x, sizes = canvas([fit_image(img, self.side, self.square) if self.side else img for img in images])
+            yield self.augment(x, sizes, generator), y.to(self.device, non_blocking=True)
+
+
+def decoded_batches(paths: Sequence[str], targets: Sequence[int], augment: DeviceAugment, side: int,
+                    square: bool, device: torch.device, gpu: bool, batch_size: int, num_workers: int, seed: int,
+                    rank: int = 0, world_size: int = 1, accumulate: int = 1) -> dict[str, DecodedBatches]:
+    """``train_batches`` for files decoded batch by batch on ``device`` (``DecodedBatches``);
+    ``num_workers`` as ``train_loaders`` (-1: the CPUs, shared by two loaders)."""
+    files, workers = EncodedFiles(paths, targets), resolve_workers(num_workers, share=2)
+    return {name: DecodedBatches(files, StepBatches(s, batch_size, world_size, rank, accumulate), augment,
+                                 rank_seed(seed, rank), stream, side, square, device, gpu, workers)
+            for stream, (name, s) in enumerate(_samplers(list(targets), seed, rank).items())}
 
 
 def choose_in_memory(mode: str, nbytes: int, max_gb: float) -> bool:
