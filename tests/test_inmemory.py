@@ -343,3 +343,13 @@ def test_decoded_batches_equal_the_in_memory_batches(files):
             assert len(memory[name]) == len(streamed[name])
             for (xa, ya), (xb, yb) in zip(memory[name], streamed[name]):
                 assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_canvas_repeats_each_images_edges():
+    from bbn.data.inmemory import canvas
+    a = torch.randint(0, 256, (3, 4, 6), dtype=torch.uint8)
+    b = torch.randint(0, 256, (3, 5, 3), dtype=torch.uint8)
+    x, sizes = canvas([a, b])
+    assert x.shape == (2, 3, 5, 6) and sizes.tolist() == [[4, 6], [5, 3]]
+    assert torch.equal(x[0, :, :4, :6], a) and torch.equal(x[0, :, 4], a[:, 3])  # last row repeated
+    assert torch.equal(x[1, :, :5, :3], b) and torch.equal(x[1, :, :, 5], b[:, :, 2])  # last column

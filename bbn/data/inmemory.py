@@ -93,8 +93,10 @@ def canvas(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     last row and column repeated into the rest (bilinear sampling at its border sees its own edge),
     and their (N, 2) (height, width)."""
     sizes = torch.tensor([img.shape[-2:] for img in images], dtype=torch.long)
-    h_max, w_max = (int(s) for s in sizes.max(0).values) if len(images) else (1, 1)
     device = images[0].device if len(images) else torch.device("cpu")
+    if len(images) and (sizes == sizes[0]).all():  # one size (square banks): nothing to pad
+        return torch.stack(list(images)), sizes.to(device)
+    h_max, w_max = (int(s) for s in sizes.max(0).values) if len(images) else (1, 1)
     out = torch.empty((len(images), 3, h_max, w_max), dtype=torch.uint8, device=device)
     for i, img in enumerate(images):
         h, w = img.shape[-2:]
