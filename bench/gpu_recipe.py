@@ -145,17 +145,24 @@ def run(args) -> dict:
     seconds = time.perf_counter() - start
     images = 2 * sum(h["steps"] for h in history) * p.batch_size
     top1 = test_top1(model, test_bank, device)
+    return summary(p, device, seconds, images, (ours_step, official_step), top1, split.source)
+
+
+def summary(p, device: torch.device, seconds: float, images: int, steps: tuple[float, float], top1: float,
+            source: str) -> dict:
+    """The printed line and the JSON summary of a recipe run."""
+    ours_step, official_step = steps
     out = {"epochs": p.epochs, "train_seconds": seconds, "train_img_per_s": images / seconds,
            "official_step_img_per_s": official_step, "our_step_img_per_s": ours_step,
            "ratio_training_vs_official_step": images / seconds / official_step,
            "ratio_step_vs_official_step": ours_step / official_step, "test_top1": top1,
-           "paper_top1": PAPER_TOP1, "data": split.source, "device": str(device),
+           "paper_top1": PAPER_TOP1, "data": source, "device": str(device),
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none",
            "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan}
     print(f"BBN CIFAR-10-LT IR100, {p.epochs} epochs on {device} in {seconds / 60:.1f} min "
           f"({out['train_img_per_s']:,.0f} img/s, {out['ratio_training_vs_official_step']:.2f}x the official "
           f"two-pass step alone); top-1 {top1:.2f} % (paper {PAPER_TOP1} %, {top1 - PAPER_TOP1:+.2f}); "
-          f"peak GPU memory {out['max_memory_gib']:.2f} GiB")
+          f"peak GPU memory {out['max_memory_gib']:.2f} GiB", flush=True)
     return out
 
 
