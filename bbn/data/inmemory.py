@@ -193,12 +193,13 @@ def _samplers(labels: list[int], seed: int, rank: int) -> dict:
 
 
 def train_batches(bank: ImageBank, augment: DeviceAugment, batch_size: int, seed: int, rank: int = 0,
-                  world_size: int = 1, accumulate: int = 1) -> dict[str, DeviceBatches]:
+                  world_size: int = 1, accumulate: int = 1, **step_options) -> dict[str, DeviceBatches]:
     """The 'uniform', 'reversed' and 'balanced' batches of ``bbn.data.loading.train_loaders``, from
-    the same samplers with the same seeds (so the same indices per step), augmented on the device."""
+    the same samplers with the same seeds (so the same indices per step), augmented on the device.
+    ``step_options``: further ``StepBatches`` arguments, passed as the DataLoader path passes them."""
     samplers = _samplers(bank.targets.tolist(), seed, rank)
-    return {name: DeviceBatches(bank, StepBatches(s, batch_size, world_size, rank, accumulate), augment,
-                                rank_seed(seed, rank), stream)
+    return {name: DeviceBatches(bank, StepBatches(s, batch_size, world_size, rank, accumulate, **step_options),
+                                augment, rank_seed(seed, rank), stream)
             for stream, (name, s) in enumerate(samplers.items())}
 
 
@@ -242,12 +243,13 @@ class DecodedBatches(DeviceBatches):
 
 def decoded_batches(paths: Sequence[str], targets: Sequence[int], augment: DeviceAugment, side: int,
                     square: bool, device: torch.device, gpu: bool, batch_size: int, num_workers: int, seed: int,
-                    rank: int = 0, world_size: int = 1, accumulate: int = 1) -> dict[str, DecodedBatches]:
+                    rank: int = 0, world_size: int = 1, accumulate: int = 1, **step_options
+                    ) -> dict[str, DecodedBatches]:
     """``train_batches`` for files decoded batch by batch on ``device`` (``DecodedBatches``);
     ``num_workers`` as ``train_loaders`` (-1: the CPUs, shared by two loaders)."""
     files, workers = EncodedFiles(paths, targets), resolve_workers(num_workers, share=2)
-    return {name: DecodedBatches(files, StepBatches(s, batch_size, world_size, rank, accumulate), augment,
-                                 rank_seed(seed, rank), stream, side, square, device, gpu, workers)
+    return {name: DecodedBatches(files, StepBatches(s, batch_size, world_size, rank, accumulate, **step_options),
+                                 augment, rank_seed(seed, rank), stream, side, square, device, gpu, workers)
             for stream, (name, s) in enumerate(_samplers(list(targets), seed, rank).items())}
 
 
