@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 PRELOAD = ["torch", "torchvision", "timm", "PIL.Image", "bbn.train.loop", "bbn.data.loading", "bbn.data.prepare",
-           "bench.reference"]
+           "bbn.data.inmemory", "bench.reference"]
 NUM_CLASSES, ALPHA, LR = 10, 0.75, 0.05
 
 
@@ -93,12 +93,28 @@ def bbn_loaders(n: int, spec: dict):
                             collate_fn=collate) for s in (0, 1))
 
 
+def shortcut_option() -> dict:
+    """``shortcut="pad"`` (option A, the official ResNet-32's) when ``ModelSpec`` has that field,
+    else nothing (this build's 1x1-conv shortcuts)."""
+    from dataclasses import fields
+
+    from bbn.model.network import ModelSpec
+    return {"shortcut": "pad"} if "shortcut" in {f.name for f in fields(ModelSpec)} else {}
+
+
 def _model(spec: dict, antialias: str):
     import torch
 
     from bbn.model.network import ModelSpec, build_model
-    model = build_model(ModelSpec(spec.get("backbone", "resnet32"), NUM_CLASSES, antialias)).to(spec["device"])
-    return model.to(memory_format=torch.channels_last) if spec["channels_last"] else model
+    backbone = spec.get("backbone", "resnet32")
+    extra = shortcut_option() if backbone == "resnet32" else {}
+    model = build_model(ModelSpec(backbone, NUM_CLASSES, antialias, **extra)).to(spec["device"])
+    if spec["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    if spec.get("compile"):  # our side only (``--compile``): as bbn.train.loop.prepare_model
+        for part in (model.trunk, model.cb_block, model.rb_block):
+            part.compile()
+    return model
 
 
 # ---------------------------------------------------------------- jobs
@@ -171,9 +187,9 @@ def evaluate(spec: dict) -> Work:
 
 
 def _kinds() -> dict[str, Callable[[dict], Work]]:
-    from bench import images, pipeline
+    from bench import images, input_paths, pipeline
     return {"train": train, "eval": evaluate, "load": images.load, "prepare": images.prepare,
-            "pipeline": pipeline.pipeline}
+            "pipeline": pipeline.pipeline, "input": input_paths.data, "input_epoch": input_paths.epoch}
 
 
 def serve(conn, spec: dict, log_path: str) -> None:

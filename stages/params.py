@@ -149,6 +149,14 @@ class TrainParams(_Section):
     accumulate: int = Field(1, ge=1)
     lr_scaling: Literal["linear", "fixed"] = "linear"
     sync_bn: bool = False
+    in_memory: Literal["auto", "on", "off"] = "auto"
+    in_memory_max_gb: float = Field(2.0, ge=0.0)
+    gpu_decode: bool = False
+
+    @field_validator("in_memory", mode="before")
+    @classmethod
+    def _in_memory_words(cls, value: object) -> object:
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("rdzv_endpoint")
     @classmethod

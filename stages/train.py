@@ -13,6 +13,8 @@ import torch
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from bbn.data.batch_augment import DeviceAugment
+from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, decoded_batches, train_batches
 from bbn.data.loading import ImageList, eval_loader, train_loaders
 from bbn.data.prepare import prepared_path
 from bbn.data.transforms import eval_transform, preprocessing, test_resize, train_transform
@@ -41,12 +43,33 @@ NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train
 KEYS = {"device": "train.device", "sync_bn": "train.sync_bn", "method": "train.method",
         "pretrained": "model.pretrained", "pretrained_md5": "model.pretrained_md5",
         "antialias": "model.antialias", "accumulate": "train.accumulate", "shortcut": "model.shortcut",
-        "classifier": "model.classifier"}
+        "classifier": "model.classifier", "in_memory": "train.in_memory"}
 
 
 def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
     """The images' prepared copies (data/prepared), labelled by class index."""
     return ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), transform, size)
+
+
+def _train_loaders(t, pre: dict, train_set: ImageList, dist: Dist, device: torch.device) -> dict:
+    """The DataLoaders; or with ``train.in_memory`` the same samplers' batches from images decoded
+    once onto ``device`` and augmented there; or with ``train.gpu_decode`` (images not in memory)
+    decoded and augmented there batch by batch (bbn.data.inmemory). ``pre``: the augmentation kind
+    and normalisation (``bbn.data.transforms.preprocessing``), the same on every path."""
+    square = pre["augment"] == "cifar"  # inception crops from the whole (resized) image
+    side = t.image_size if square else test_resize(t.image_size, pre["augment"])
+    augment = DeviceAugment(pre["augment"], t.image_size, t.crop_padding, t.hflip, mean=pre["mean"], std=pre["std"])
+    batching = (t.batch_size, t.seed, dist.rank, dist.world_size, t.accumulate)
+    if choose_in_memory(t.in_memory, bank_bytes(train_set.paths, side, square), t.in_memory_max_gb):
+        bank = ImageBank.from_files(train_set.paths, train_set.targets, side, square, device, t.gpu_decode)
+        if dist.main:
+            print(f"train: {len(bank)} training images in memory on {device} ({bank.nbytes / 2**20:.1f} MiB)")
+        return train_batches(bank, augment, *batching, drop_last=t.drop_last)
+    if t.gpu_decode:
+        return decoded_batches(train_set.paths, train_set.targets, augment, side, square, device, True,
+                               t.batch_size, t.num_workers, *batching[1:], drop_last=t.drop_last)
+    return train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
+                         t.accumulate, persistent=not t.deterministic, drop_last=t.drop_last)
 
 
 def _resume_key(params) -> str:
@@ -80,8 +103,7 @@ def train(params, dist: Dist, device: torch.device) -> None:
         t.image_size, pre["augment"], t.hflip, pre["mean"], pre["std"], t.crop_padding), decode)
     val_set = _dataset(read_csv(SPLIT / "val.csv"), index,
                        eval_transform(t.image_size, pre["augment"], pre["mean"], pre["std"]), decode)
-    loaders = train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
-                            t.accumulate, persistent=not t.deterministic, drop_last=t.drop_last)
+    loaders = _train_loaders(t, pre, train_set, dist, device)
     if not len(loaders["uniform"]):
         raise ArgError("accumulate", f"{len(train_set)} training images are too few for {dist.world_size} "
                        f"process(es) x {t.accumulate} micro-batches of {t.batch_size} images"
@@ -102,6 +124,8 @@ def train(params, dist: Dist, device: torch.device) -> None:
     def on_epoch(epoch: int, row: dict, state: dict) -> None:
         if not dist.main:
             return
+        if device.type == "cuda":  # what one run needs: how many fit on one GPU (README, many runs per GPU)
+            row["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         saved.save(model, state, mlrun.run_id)
         mlrun.log_metrics(finite(row), step=epoch)  # 1-based, as the log, the curve and lr_steps count
         print(f"epoch {epoch}/{t.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.4g}  "
@@ -190,7 +214,8 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     last = history[-1]
     write_json(METRICS / "train.json", finite({
         "train_loss": last["train_loss"], "train_acc": last["train_acc"], "val_loss": last["val_loss"],
-        "val_acc": last["val_acc"], "best_val_acc": curve["val_acc"].max()}))
+        "val_acc": last["val_acc"], "best_val_acc": curve["val_acc"].max(),
+        "max_memory_gib": curve.get("max_memory_gib", pd.Series(dtype=float)).max()}))
     minutes = curve["seconds"].sum() / 60
     tracker.log_metrics({"train_minutes": minutes})
     tracker.log_artifact(PLOTS / "learning_curve.csv", "plots")
