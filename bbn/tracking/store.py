@@ -46,7 +46,9 @@ class Tracker:
         self._has_run = bool(self.run_id)
         self._failed_at: float | None = None
         self._monitor = None
+        self._interval = 0.0
         if enabled:
+            quiet_store_log()
             self._attempt(self._connect)
 
     @property
@@ -79,6 +81,9 @@ class Tracker:
             warnings.warn(f"MLflow store {self.uri} is back: the calls delayed while it failed are logged now",
                           stacklevel=2)
             self._failed_at = None
+            if self._monitor is not None:  # its thread stops at the first failed write: a new one goes on
+                self._stop_system_metrics()
+                self.start_system_metrics(self._interval)
         return result
 
     def _run(self, fn: Callable, needs_run: bool):
@@ -91,8 +96,7 @@ class Tracker:
     def _attempt(self, fn: Callable, what: str = "connect") -> tuple[bool, object]:
         """(True, result), or (False, None) after a store failure; a request error drops the call."""
         try:
-            with _quiet_store_log():
-                return True, fn()
+            return True, fn()
         except Exception as exc:  # tracking must never stop the work
             if not store_failure(exc):
                 warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {_first_line(exc)}); skipped",
@@ -186,6 +190,7 @@ class Tracker:
     def start_system_metrics(self, interval_s: float) -> None:
         """Sample CPU, memory, disk, network (and GPUs when ``nvidia-ml-py`` finds any) into the run
         every ``interval_s`` seconds (MLflow's ``system/*`` metrics) until ``finish``; 0: off."""
+        self._interval = interval_s
         if interval_s <= 0 or not self.run_id or self.client is None or self._monitor is not None:
             return
 
@@ -241,17 +246,11 @@ def store_failure(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code not in REQUEST_ERRORS
 
 
-@contextlib.contextmanager
-def _quiet_store_log():
-    """MLflow's sqlite store logs a full traceback for every failed query; the one-line warning of
-    ``Tracker`` says the same without looking like a crash of the stage."""
-    log = logging.getLogger("mlflow.store.db.utils")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
+def quiet_store_log() -> None:
+    """MLflow's sqlite store logs a full traceback for every failed query, and its system-metrics
+    thread a long warning: ``Tracker``'s one-line warnings say the same without looking like a crash."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    logging.getLogger("mlflow.system_metrics.system_metrics_monitor").setLevel(logging.ERROR)
 
 
 def _first_line(exc: BaseException) -> str:
