@@ -247,7 +247,7 @@ def imagefolder_tree(root: Path) -> Path:
 def test_imagefolder_corrupt_images_are_listed_and_never_trained_on(tmp_path):
     src = imagefolder_tree(tmp_path / "src")
     repo = make_repo(tmp_path / "repo", {"data": {"name": "imagefolder", "source": str(src)}})
-    sh(repo, "dvc", "repro", "train")
+    sh(repo, "dvc", "repro", "train", "stats")  # stats is beside train now (after split), not before it
     bad = pd.read_csv(repo / "data/stats/unreadable.csv")
     assert sorted(Path(p).name for p in bad["path"]) == ["empty.jpg", "notes.jpg", "truncated.jpg"]
     assert set(bad["reason"]) == {"empty file", "not an image"} | {r for r in bad["reason"] if r.startswith("cannot decode")}
