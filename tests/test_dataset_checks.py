@@ -52,12 +52,13 @@ def _one_class_message(where: str, err: BBNError) -> str:
 
 
 def _stats(tmp_path: Path, monkeypatch) -> BBNError:
+    """The error of the first stage that reads the dataset's JSON (check)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("")
-    from stages import stats
+    from stages import check
 
     with pytest.raises(BBNError) as err:
-        stats.main()
+        check.main()
     return err.value
 
 

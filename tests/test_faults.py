@@ -172,7 +172,7 @@ def test_stages_remove_what_a_killed_run_left(tmp_path):
     for f in leftovers:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"half")
-    for name in ("download", "stats", "split", "prepare"):
+    for name in ("download", "check", "split", "stats", "prepare"):
         proc = stage(repo, name)
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
     staging = [p for p in (repo / "data").rglob("*") if p.name.startswith("tmp") or p.name.endswith(".tmp")]
