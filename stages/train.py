@@ -171,6 +171,9 @@ def _open_run(params, resume: dict | None, saved, device, dist: Dist) -> Tracker
     changed = differing(logged, params) if logged is not None else []
     if resume and logged is not None and not changed and mlrun.reopen():
         print(f"train: resuming after epoch {resume['epoch']} from {saved.path}, MLflow run {mlrun.run_id}")
+        steps = mlrun.logged_steps("train_loss") or set()  # a kill between saving the state and logging
+        for row in (r for r in resume["history"] if int(r["epoch"]) not in steps):
+            mlrun.log_metrics(finite(row), step=int(row["epoch"]))
         mlrun.start_system_metrics(params.tracking.system_metrics_interval)
         return mlrun
     if not changed:

@@ -36,7 +36,7 @@ def test_class_names_survive_the_pipeline_and_predict(tmp_path):
             (src / name / f"{i}.jpg").write_bytes(_jpeg(100 * c + i, 16))
     repo = make_repo(tmp_path / "repo", {"data": {"name": "imagefolder", "source": str(src), "test_per_class": 2},
                                          "train": {"epochs": 1, "lr_steps": [1], "tmax": 1}})
-    for name in ("download", "stats", "split", "prepare", "train"):
+    for name in ("download", "check", "split", "stats", "prepare", "train"):
         proc = stage(repo, name)
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
     assert read_csv(repo / "data/split/classes.csv")["name"].tolist() == NAMES

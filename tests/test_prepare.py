@@ -66,8 +66,9 @@ def test_prepared_path_and_errors(tmp_path):
 def test_predict_on_originals_sees_the_tensor_evaluation_gets_from_the_prepared_copy(tmp_path):
     """Photo-sized JPEG and PNG (larger than the prepare size) and a small image: the prepare step in
     memory (bbn-predict) gives the very tensor the prepared copy gives (evaluation)."""
-    from bbn.data.loading import ImageList, eval_transform
+    from bbn.data.loading import ImageList
     from bbn.data.prepare import OriginalImages
+    from bbn.data.transforms import eval_transform
 
     (tmp_path / "raw").mkdir()
     photo = _photo(tmp_path / "raw/photo.jpg", 500, 375)

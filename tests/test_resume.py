@@ -92,7 +92,7 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_state(repo, tmp_pa
         "def poisoned(z, y_c, y_r, alpha):\n"
         "    calls.append(1)\n"
         "    loss = real(z, y_c, y_r, alpha)\n"
-        "    return loss * float('nan') if len(calls) == 8 else loss\n"  # epoch 2 (6 steps per epoch)
+        "    return loss * float('nan') if len(calls) == 7 else loss\n"  # epoch 2 (5 full steps per epoch)
         "t.bilateral_loss = poisoned\n")
     set_params(repo, {"train": {"seed": 1}})  # another training: starts afresh
     (repo / "models" / "model.pt").unlink(missing_ok=True)

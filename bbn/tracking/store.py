@@ -146,6 +146,13 @@ class Tracker:
             return None
         return self._attempt(lambda: dict(self.client.get_run(self.run_id).data.params), "get_run")[1]
 
+    def logged_steps(self, key: str) -> set[int] | None:
+        """The steps at which the run has metric ``key``; None without a run or a store."""
+        if not self.run_id or self.client is None:
+            return None
+        found = self._attempt(lambda: self.client.get_metric_history(self.run_id, key), "get_metric_history")[1]
+        return None if found is None else {m.step for m in found}
+
     def start(self, params: dict, tags: dict, run_name: str | None = None, description: str = "") -> str | None:
         """Create the run (in the experiment, created or tagged as model training), log its params
         (dotted names) and tags; the run id, or None while the store is away (the run is created
