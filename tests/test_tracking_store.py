@@ -26,13 +26,19 @@ def _uri(store: Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def _tracker(store: Path, experiment: str, **kwargs) -> Tracker:
+    """A Tracker whose new experiment keeps its artifacts in the store's folder (MLflow's default
+    is ./mlruns of the working directory)."""
+    return Tracker(_uri(store), experiment, artifacts=store / "artifacts", **kwargs)
+
+
 def test_store_moved_away_after_the_run_exists_then_back(store, tmp_path):
     """The store fails after the run was created (its file moved away, as when its folder is
     removed): no call raises (the old client raised AttributeError on log_artifact), one warning,
     and once the file is back the missed epochs, artifact, text and tags reach the run in order."""
     note = tmp_path / "note.txt"
     note.write_text("hello\n")
-    run = Tracker(_uri(store), "moved", retry_s=0)
+    run = _tracker(store, "moved", retry_s=0)
     run_id = run.start({"train.tmax": 2}, {"t": "1"}, run_name="moved-run")
     run.log_metrics({"loss": 1.0}, step=1)
     db = store / "mlflow.db"
@@ -70,7 +76,7 @@ def test_store_away_at_start_creates_the_run_when_back(store):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run = Tracker(_uri(store), "late", retry_s=0)
+            run = _tracker(store, "late", retry_s=0)
             assert run.start({"a": 1}, {}) is None and run.run_id is None
             run.log_metrics({"loss": 2.0}, step=1)
             run.log_metrics({"loss": 1.0}, step=2)
@@ -85,7 +91,7 @@ def test_store_away_at_start_creates_the_run_when_back(store):
 
 
 def test_a_call_that_is_wrong_is_skipped_and_does_not_block_the_rest(store):
-    run = Tracker(_uri(store), "wrong")
+    run = _tracker(store, "wrong")
     run.start({}, {})
     with pytest.warns(UserWarning, match="tracking: broken failed .*ZeroDivisionError"):
         run.submit("broken", lambda client, run_id: 1 / 0)
@@ -100,7 +106,7 @@ def test_experiment_is_model_training_and_existing_ones_are_tagged_on_first_use(
     assert client.get_experiment(new).tags[KIND_TAG] == MODEL_TRAINING
     assert client.get_experiment(new).tags["mlflow.note.content"] == "about"
     old = client.create_experiment("made-before")  # as older versions of the pipeline did: no tags
-    Tracker(_uri(store), "made-before", description="about").start({}, {})
+    _tracker(store, "made-before", description="about").start({}, {})
     assert client.get_experiment(old).tags[KIND_TAG] == MODEL_TRAINING
     chosen = client.create_experiment("chosen", tags={KIND_TAG: "genai_development"})
     ensure_experiment(client, "chosen")
