@@ -32,7 +32,7 @@ REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
 
 def shot_groups(classes: pd.DataFrame) -> pd.Series:
     """Each class's shot group as the stats stage computed it (data/stats/class_counts.csv), in model order."""
-    table = pd.read_csv(STATS / "class_counts.csv")
+    table = read_csv(STATS / "class_counts.csv")
     groups = classes["category_id"].map(dict(zip(table["category_id"], table["group"])))
     if groups.isna().any():
         raise BBNError(f"{STATS / 'class_counts.csv'}: no shot group for category "

@@ -86,7 +86,7 @@ def make_repo(dest: Path, overrides: dict | None = None) -> Path:
 def prepared_repo(dest: Path, overrides: dict | None = None) -> Path:
     """``make_repo`` with the data stages run (download … prepare): ready for train."""
     make_repo(dest, overrides)
-    sh(dest, "dvc", "repro", "prepare")
+    sh(dest, "dvc", "repro", "prepare", "stats")  # stats: the shot groups evaluation reads
     return dest
 
 
