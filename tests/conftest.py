@@ -26,6 +26,14 @@ TINY = {
 }
 
 
+def read_params(path: Path) -> dict:
+    """A params.yaml as DVC and the stages read it (YAML 1.2: ``off`` is a string, as ``dvc exp run -S``
+    writes it). PyYAML's 1.1 reading would turn it into False, and its dump would then write ``false``."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(path.read_text()) or {}
+
+
 def merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
@@ -68,7 +76,7 @@ def copy_project(dest: Path, overrides: dict | None = None, root: Path = ROOT) -
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / name, target)
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = read_params(root / "params.yaml")
     (dest / "params.yaml").write_text(yaml.safe_dump(merge(merge(params, TINY), overrides or {}), sort_keys=False))
     (dest / "dvc.lock").unlink(missing_ok=True)
     return dest
@@ -92,7 +100,7 @@ def prepared_repo(dest: Path, overrides: dict | None = None) -> Path:
 
 def set_params(repo: Path, overrides: dict) -> None:
     """Merge ``overrides`` into the repo's params.yaml."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = read_params(repo / "params.yaml")
     (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False))
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import make_repo, prepared_repo, sh, stage
+from conftest import make_repo, prepared_repo, read_params, sh, stage
 from mlflow.tracking import MlflowClient
 
 from stages.params import METHODS
@@ -27,7 +27,7 @@ def prepared(tmp_path_factory):
 
 
 def _set_method(repo, method: str) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = read_params(repo / "params.yaml")
     params["train"]["method"] = method
     params["train"]["baseline"] = {"defer_epoch": 0}  # DRW / DRS switch on at once (before: plain CE)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

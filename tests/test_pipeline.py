@@ -53,7 +53,8 @@ def evaluation_numbers(repo) -> dict:
 def test_metrics_are_flat_and_complete(tiny_repo, repro):
     head = json.loads((tiny_repo / "metrics/eval.json").read_text())
     assert set(head) == {f"test_{k}" for k in ("top1_error", "top5_error", "macro_acc", "many_acc", "medium_acc",
-                                                "few_acc", "ece")} | {"many_classes", "medium_classes", "few_classes"}
+                                                "few_acc", "ece")} | {"many_classes", "medium_classes", "few_classes",
+                                                                      "val_split"}
     numbers = evaluation_numbers(tiny_repo)
     for split in ("val", "test"):
         for key in ("top1_error", "top5_error", "many_acc", "medium_acc", "few_acc", "nll"):
