@@ -32,20 +32,21 @@ class Split:
 
 
 def _from_tarball(tarball: Path, root: Path, counts: list[int], test_per_class: int) -> None:
+    """Two sequential passes over the (gzipped) archive: list the names, then extract the chosen ones
+    in archive order (a gzip stream cannot seek back cheaply)."""
     want = {("train", c): n for c, n in zip(CLASSES, counts)} | {("test", c): test_per_class for c in CLASSES}
     with tarfile.open(tarball) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")),
-                         key=lambda m: m.name)
-        taken: dict[tuple[str, str], int] = {}
-        for m in members:
-            parts = Path(m.name).parts[-3:]
-            key = (parts[0], parts[1])
-            if taken.get(key, 0) >= want.get(key, 0):
-                continue
-            taken[key] = taken.get(key, 0) + 1
-            target = root / parts[0] / parts[1] / parts[2]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(tar.extractfile(m).read())
+        names = sorted(m.name for m in tar if m.isfile() and m.name.endswith(".jpg"))
+    chosen: set[str] = set()
+    for (split, cls), n in want.items():
+        chosen.update([x for x in names if Path(x).parts[-3:-1] == (split, cls)][:n])
+    with tarfile.open(tarball) as tar:
+        for m in tar:
+            if m.name in chosen:
+                split, cls, name = Path(m.name).parts[-3:]
+                target = root / split / cls / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(m).read())
 
 
 def _synthetic(root: Path, counts: list[int], test_per_class: int, px: int = 32, seed: int = 0) -> None:
