@@ -26,6 +26,6 @@ dvc exp run --queue "${COMMON[@]}" -S train.alpha.schedule=fixed -S train.alpha.
 dvc queue start -j 1
 until [[ ! $(dvc queue status) =~ Queued|Running ]]; do sleep 20; done
 dvc queue status
-python -m bbn.report --experiment "$EXP" --group-by train.method train.alpha.schedule train.alpha.value \
+bbn-report --experiment "$EXP" --group-by train.method train.alpha.schedule train.alpha.value \
     --metrics test_top1_error test_many_acc test_medium_acc test_few_acc test_macro_acc \
     --out "reports/$EXP"

@@ -1,4 +1,4 @@
-"""Compare tracked runs: ``python -m bbn.report [--group-by train.method train.tmax] [--last 20]``.
+"""Compare tracked runs: ``bbn-report [--group-by train.method train.tmax] [--last 20]``.
 
 Reads the MLflow store that training logs to, keeps FINISHED runs that have at least one of the
 metrics, groups them by params (by default every param that differs between them, so seeds become
@@ -248,7 +248,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bbn.report", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="bbn-report", description=__doc__.split("\n")[0])
     ap.add_argument("--tracking-uri", default=None, help="MLflow store (default: <project root>/mlflow.db)")
     ap.add_argument("--experiment", default="bbn")
     ap.add_argument("--filter", default="", help="MLflow search filter, e.g. \"params.`train.method` = 'bbn'\"")
