@@ -63,7 +63,8 @@ def scaled(recipe: str, epochs: int) -> list[str]:
 def plan(source: str, epochs: int, seeds: list[int], ldam_seeds: list[int], experiment: str,
          smoke: bool = False) -> list[tuple[str, list[str], int]]:
     """(recipe, -S overrides, seed) of every run to queue."""
-    runs = [(r, s) for r in ("cifar10_lt_bbn", "cifar10_lt_ce") for s in seeds]
+    # seed by seed, BBN then CE: a queue stopped early still holds both methods at equal seeds
+    runs = [(r, s) for s in seeds for r in ("cifar10_lt_bbn", "cifar10_lt_ce")]
     runs += [("cifar10_lt_ldam_drw", s) for s in ldam_seeds]
     data = SMOKE if smoke else [f"data.source={source}", "data.imbalance_ratio=100"]
     return [(r, scaled(r, epochs) + data + [f"tracking.experiment={experiment}"], s) for r, s in runs]

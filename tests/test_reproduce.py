@@ -17,8 +17,8 @@ from stages.recipe import resolve  # noqa: E402
 
 def test_plan_scales_the_schedule_shape_and_validates():
     runs = reproduce.plan("/data/cifar10-jpg.tar.gz", 50, [0, 1, 2], [0], "exp")
-    assert [(r, s) for r, _, s in runs] == [("cifar10_lt_bbn", 0), ("cifar10_lt_bbn", 1), ("cifar10_lt_bbn", 2),
-                                            ("cifar10_lt_ce", 0), ("cifar10_lt_ce", 1), ("cifar10_lt_ce", 2),
+    assert [(r, s) for r, _, s in runs] == [("cifar10_lt_bbn", 0), ("cifar10_lt_ce", 0), ("cifar10_lt_bbn", 1),
+                                            ("cifar10_lt_ce", 1), ("cifar10_lt_bbn", 2), ("cifar10_lt_ce", 2),
                                             ("cifar10_lt_ldam_drw", 0)]
     params = {r: resolve(r, sets, {}) for r, sets, _ in runs}
     bbn, ldam = params["cifar10_lt_bbn"]["train"], params["cifar10_lt_ldam_drw"]["train"]
