@@ -138,7 +138,7 @@ class TrainParams(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     num_workers: int = Field(0, ge=-1)
     amp: Literal["off", "bf16", "fp16"] = "off"
-    channels_last: bool = False
+    channels_last: bool = True
     compile: bool = False
     single_pass: bool = False
     deterministic: bool = False

@@ -68,7 +68,8 @@ class _Meter:
 
 @dataclass(frozen=True)
 class Speed:
-    """Opt-in speed options (all off by default; see README for what each trades)."""
+    """Speed options of the training step (all off here; the pipeline turns ``channels_last`` on by
+    default, see README for what each trades)."""
 
     amp: str = "off"  # off | bf16 | fp16: autocast of the forward pass (fp16 with a GradScaler)
     channels_last: bool = False  # NHWC tensors: faster convolutions on most GPUs and oneDNN CPUs
