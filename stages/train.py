@@ -92,9 +92,9 @@ def main() -> None:
         dist.close()
 
 
-def train(params, dist: Dist, device: torch.device) -> None:
-    t, m = params.train, params.model
-    seed_everything(t.seed)
+def _data(params, dist: Dist, device: torch.device):
+    """(classes table, training set, validation set, training loaders, validation loader or None)."""
+    t = params.train
     classes = read_csv(SPLIT / "classes.csv")
     index = dict(zip(classes["category_id"], classes["index"]))
     pre = preprocessing(t.augment, t.normalize, params.data.name)
@@ -109,6 +109,13 @@ def train(params, dist: Dist, device: torch.device) -> None:
                        f"process(es) x {t.accumulate} micro-batches of {t.batch_size} images"
                        f"{' (train.drop_last)' if t.drop_last else ' (at least 2)'}")
     val = eval_loader(val_set, 0, t.num_workers, device) if len(val_set) else None
+    return classes, train_set, val_set, loaders, val
+
+
+def train(params, dist: Dist, device: torch.device) -> None:
+    t, m = params.train, params.model
+    seed_everything(t.seed)
+    classes, train_set, val_set, loaders, val = _data(params, dist, device)
     model = build_model(ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, method(t.method).head,
                                   m.shortcut, m.classifier))
     if m.pretrained and dist.main:  # DDP copies rank 0's weights to the others: one download, not one per rank

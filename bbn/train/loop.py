@@ -249,6 +249,16 @@ def epoch_step(p, epoch: int, counts: torch.Tensor) -> tuple[float, tuple[str, .
     return 1.0, names, single_step(loss_for(m.loss, p.baseline, counts, done))
 
 
+def _set_up(model: BilateralNet, p, device: torch.device, dist: Dist) -> None:
+    """Deterministic kernels when asked, then ``prepare_model``; SyncBatchNorm only on GPUs."""
+    if p.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
+        torch.use_deterministic_algorithms(True)
+    prepare_model(model, p, device)
+    if p.sync_bn and dist.enabled and device.type == "cpu":
+        raise ArgError("sync_bn", "SyncBatchNorm needs GPUs (PyTorch has no CPU version)")
+
+
 def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | None, p, device: torch.device,
         counts: torch.Tensor, on_epoch: Callable[[int, dict, dict], None] = lambda epoch, row, state: None,
         dist: Dist = Dist(), resume: dict | None = None) -> list[dict]:
@@ -261,12 +271,7 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
     its last epoch (the model's weights are the caller's to restore). Only rank 0 validates.
     Raises ``ArgError('sync_bn')`` for SyncBatchNorm on CPUs, ``BBNError`` when the loss diverges.
     """
-    if p.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
-        torch.use_deterministic_algorithms(True)
-    prepare_model(model, p, device)
-    if p.sync_bn and dist.enabled and device.type == "cpu":
-        raise ArgError("sync_bn", "SyncBatchNorm needs GPUs (PyTorch has no CPU version)")
+    _set_up(model, p, device, dist)
     m = method(p.method)
     forward = wrap(Branches(model), dist, device, p.sync_bn, unused_parameters=not m.bilateral)
     optimizer, speed = make_optimizer(model, p), Speed.of(p)
