@@ -38,7 +38,8 @@ from stages.recipe import load  # noqa: E402
 FULL_EPOCHS = 200
 # Published top-1 accuracy on CIFAR-10-LT IR100 (%). BBN: Zhou et al. 2020 Table 1, quoted in
 # Megvii-Nanjing/BBN issue #9 and undisputed there. CE and LDAM-DRW: the same table's rows, from
-# Cao et al. 2019 (70.36 and 77.03); not re-checked against the PDF here.
+# Cao et al. 2019 (70.36 and 77.03). LDAM-DRW's 77.03 matches the LDAM paper's reported error 22.97 %
+# (benchmark listings of arXiv 1906.07413); CE's 70.36 is not re-checked against the PDF here.
 PAPER = {"cifar10_lt_bbn": ("BBN", 79.82), "cifar10_lt_ce": ("CE", 70.36), "cifar10_lt_ldam_drw": ("LDAM-DRW", 77.03)}
 METRICS = ("test_top1_acc", "test_many_acc", "test_medium_acc", "test_few_acc")
 SMOKE = ["data.name=digits", "data.n_max=30", "data.imbalance_ratio=10", "data.image_px=16", "data.test_per_class=5",
