@@ -38,6 +38,7 @@ from bbn.data.inmemory import ImageBank, train_batches  # noqa: E402
 from bbn.model.inference import predict  # noqa: E402
 from bbn.model.network import ModelSpec, build_model  # noqa: E402
 from bbn.train import loop  # noqa: E402
+from bbn.train.speed import Speed, prepare_model  # noqa: E402
 from bench import reference  # noqa: E402
 from bench.cifar_lt import build  # noqa: E402
 from bench.input_paths import CIFAR_MEAN, CIFAR_STD  # noqa: E402
@@ -59,10 +60,10 @@ def recipe(args) -> TrainParams:
 def step_ratio(model, batches: list, p, device: torch.device, rounds: int = 3) -> tuple[float, float]:
     """(ours, official) img/s of BBN steps on the same batches already on the device, interleaved."""
     ours_net, ref_net = copy.deepcopy(model), copy.deepcopy(model)
-    loop.prepare_model(ours_net, p, device)
+    prepare_model(ours_net, p, device)
     official = reference.OfficialBBN(ref_net).to(device)
     opt_ours, opt_ref = loop.make_optimizer(ours_net, p), reference.make_optimizer(official, p.lr)
-    speed, step = loop.Speed.of(p), loop.bilateral_step(0.5)
+    speed, step = Speed.of(p), loop.bilateral_step(0.5)
     uniform = _Listed(batches[0::2])
     reverse = _Listed(batches[1::2])
     images = 2 * sum(len(y) for _, y in uniform.items)

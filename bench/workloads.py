@@ -111,7 +111,7 @@ def _model(spec: dict, antialias: str):
     model = build_model(ModelSpec(backbone, NUM_CLASSES, antialias, **extra)).to(spec["device"])
     if spec["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    if spec.get("compile"):  # our side only (``--compile``): as bbn.train.loop.prepare_model
+    if spec.get("compile"):  # our side only (``--compile``): as bbn.train.speed.prepare_model
         for part in (model.trunk, model.cb_block, model.rb_block):
             part.compile()
     return model
@@ -123,7 +123,8 @@ def _model(spec: dict, antialias: str):
 def _our_step(spec: dict, training, device):
     """Our epoch (``bbn.train.loop.train_epoch`` with BBN's bilateral step); --amp / --channels-last
     through ``Speed`` (fp16 then gets its GradScaler)."""
-    speed = training.Speed(amp=spec["amp"], channels_last=spec["channels_last"])
+    from bbn.train.speed import Speed
+    speed = Speed(amp=spec["amp"], channels_last=spec["channels_last"])
     scaler, step = speed.scaler(device), training.bilateral_step(ALPHA)
     return lambda model, loaders, opt, number: training.train_epoch(
         model, list(loaders), step, opt, device, number, speed=speed, scaler=scaler)

@@ -104,7 +104,7 @@ def _three_epochs() -> dict[str, float]:
 def test_the_pipeline_trains_in_channels_last_by_default():
     """train.channels_last defaults on (1.2-1.4x faster ResNet-32 steps on this CPU, bench/README.md):
     the model the loop trains holds its conv weights in NHWC, and the step's batches follow."""
-    from bbn.train.loop import Speed, prepare_model
+    from bbn.train.speed import Speed, prepare_model
 
     p = TrainParams()
     model = prepare_model(build_model(ModelSpec("resnet32", 4, "off")), p, torch.device("cpu"))

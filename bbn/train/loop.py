@@ -31,6 +31,7 @@ from bbn.train.distributed import Dist, effective_lr, wrap
 from bbn.train.losses import LossFn, bilateral_loss, loss_for
 from bbn.train.progress import epoch_progress
 from bbn.train.schedules import cumulative_alpha, lr_at
+from bbn.train.speed import Speed, prepare_model
 
 
 def seed_everything(seed: int) -> None:
@@ -64,31 +65,6 @@ class _Meter:
         """The meters' means over every rank's images (one all-reduce)."""
         sums = dist.sums([x for m in meters for x in (m.total, m.weight)])
         return [t / w if w else float("nan") for t, w in zip(sums[::2], sums[1::2])]
-
-
-@dataclass(frozen=True)
-class Speed:
-    """Speed options of the training step (all off here; the pipeline turns ``channels_last`` on by
-    default, see README for what each trades)."""
-
-    amp: str = "off"  # off | bf16 | fp16: autocast of the forward pass (fp16 with a GradScaler)
-    channels_last: bool = False  # NHWC tensors: faster convolutions on most GPUs and oneDNN CPUs
-    single_pass: bool = False  # one trunk call over both batches (BatchNorm statistics pooled)
-
-    @classmethod
-    def of(cls, p) -> "Speed":
-        return cls(p.amp, p.channels_last, p.single_pass)
-
-    def autocast(self, device: torch.device):
-        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-        return torch.autocast(device.type, dtype=dtype, enabled=self.amp != "off")
-
-    def to(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        x = x.to(device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
-
-    def scaler(self, device: torch.device) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
 
 
 class Branches(nn.Module):
@@ -141,20 +117,6 @@ def _set_epoch(loader: DataLoader, epoch: int) -> None:
 
 def _forward_module(model: nn.Module) -> nn.Module:
     return Branches(model) if isinstance(model, BilateralNet) else model
-
-
-def prepare_model(model: BilateralNet, p, device: torch.device) -> BilateralNet:
-    """Device, memory format and (in place, names unchanged) torch.compile of the heavy parts."""
-    model.to(device)
-    if p.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if p.compile:
-        # BBN_COMPILE_BACKEND (e.g. aot_eager) traces without generating code: for debugging, and
-        # for CPU tests, where inductor's C++ build of a ResNet takes minutes.
-        backend = os.environ.get("BBN_COMPILE_BACKEND", "inductor")
-        for part in (model.trunk, model.cb_block, model.rb_block):
-            part.compile(backend=backend)
-    return model
 
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> float:
