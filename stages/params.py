@@ -49,6 +49,7 @@ class DataParams(_Section):
     test_per_class: int = Field(30, ge=0)
     val_per_class: int = Field(3, ge=0)
     seed: Seed = 0
+    keep_archives: bool = True
 
     @field_validator("md5")
     @classmethod
