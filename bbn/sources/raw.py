@@ -1,16 +1,14 @@
 """One raw dataset tree per dataset version, shared by every experiment of the project.
 
-The download stage builds the dataset (``bbn.sources.datasets.fetch_dataset``) once into
-``<downloads>/raw/<name>-<key>``, where the key hashes what decides its content: the ``data`` params,
-the download code, and a fingerprint of the user's files (``source_fingerprint``). ``data/raw`` is
-then a symbolic link to that tree, and the stage's DVC output is only ``data/raw.json`` (the key
-and the dataset's facts, a few hundred bytes, cached by DVC). So a queued or temporary experiment
-(``dvc exp run --queue/--temp``, a fresh copy of the repository) whose data params are the
-workspace's finds the tree built, links to it and writes the same ``data/raw.json``; DVC then
-restores every later data stage from its cache instead of re-linking and re-hashing the images.
+A dataset is built once (``bbn.sources.datasets.fetch_dataset``) into ``<trees>/<name>-<key>``,
+where the key hashes what decides its content: the data arguments, the code that builds it, and a
+fingerprint of the user's files (``source_fingerprint``). A run links its own ``data/raw`` to that
+tree (``point``) and records the tree's manifest (file count, bytes, ``content_digest``), which
+changes exactly when the dataset does. A second run of the same dataset, also in a fresh copy of
+the project, finds the tree built and only links to it.
 
-The tree is made of hard links into the extracted archives or the user's own files (never copies,
-never taken into DVC's cache, so never made read-only).
+The tree is made of hard links into the extracted archives or the user's own files (never copies;
+the caller must keep it out of any cache that would make its files read-only).
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ def source_fingerprint(source: str | Path) -> str:
     """A digest of the user's files at ``source`` as the file system describes them: for a folder,
     every file below it (symbolic links followed) by relative path, size, mtime (ns) and inode; for
     a file, its size, mtime and inode; '' for ''. An image edited in place or replaced under the same
-    name changes it (as DVC's own change detection, which also trusts size and mtime), without
+    name changes it (as a change detector that trusts size and mtime would see it), without
     reading a byte: about a second per 250,000 files."""
     if not source:
         return ""
