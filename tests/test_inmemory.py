@@ -256,6 +256,7 @@ def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert result["epochs"] == 1 and 0 <= result["test_top1"] <= 100 and result["official_step_img_per_s"] > 0
     assert proc.stdout.count("| in-memory input |") == 2 and "INCOMPLETE" not in proc.stdout
+    assert "| BBN ResNet-50 step, 32 px" in proc.stdout and "GPU waits" in proc.stdout  # bench/gpu_input.py
 
 
 def test_decoded_batches_equal_the_in_memory_batches(files):
