@@ -48,5 +48,5 @@ def test_relative_data_source_under_dvc_exp_run_temp(tmp_path):
     sh(repo, "git", "commit", "-qam", "data outside git")
     proc = sh(repo, "dvc", "exp", "run", "--temp", "download", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "download: imagefolder ready" in proc.stdout
+    assert "download: imagefolder built" in proc.stdout
     assert not (repo / "data" / "raw").exists()  # it ran in the temporary copy, not here

@@ -143,7 +143,8 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     sh(tiny_repo, "git", "add", "-A")
     sh(tiny_repo, "git", "commit", "-q", "-m", "baseline")
     out = sh(tiny_repo, "dvc", "exp", "run", "-S", "train.tmax=5")
-    assert ran(out.stdout) == ["train", "evaluate", "submit"]
+    assert ran(out.stdout) == ["download", "train", "evaluate", "submit"]  # download: the second-long check
+    assert "unchanged, reused" in out.stdout
     tmaxes = sorted(r.data.params["train.tmax"] for r in runs(tiny_repo))
     assert tmaxes == ["2", "5"]
     new = next(r for r in runs(tiny_repo) if r.data.params["train.tmax"] == "5")
