@@ -18,7 +18,7 @@ import torch
 
 from bbn.data.loading import train_loaders
 from bbn.data.samplers import ReversedSampler, StepBatches, UniformSampler
-from tests.conftest import env, prepared_repo, set_params
+from tests.helpers import env, prepared_repo, set_params
 
 # Deterministic inputs (no crop, no flip), so only the sharding differs between the two runs;
 # the last, partial step kept (train.drop_last false) so that its sharding is compared as well.

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_repo, stage
-from test_datasets import one_error_line
+
+from tests.helpers import make_repo, one_error_line, stage
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from conftest import make_repo, sh
-
 from stages import paths
 from stages.runs import store_uri
+from tests.helpers import make_repo, sh
 
 BIRDS = Path(__file__).parent / "data" / "real-world" / "birds_macos.zip"
 
