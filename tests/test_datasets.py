@@ -57,6 +57,7 @@ def md5s(files: dict[str, bytes]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------- iNaturalist
+@pytest.mark.pipeline
 def test_inat2019_over_http_through_dvc_with_an_interrupted_download(tmp_path):
     files = inat2019()
     half = len(files["train_val2019.tar.gz"]) // 2
@@ -84,6 +85,7 @@ def test_inat2019_over_http_through_dvc_with_an_interrupted_download(tmp_path):
     assert "up to date" in sh(repo, "dvc", "status", "stats").stdout
 
 
+@pytest.mark.pipeline
 def test_inat_md5_mismatch_leaves_nothing_that_looks_valid(tmp_path):
     files = inat2019()
     sums = md5s(files) | {"test2019.tar.gz": "0" * 32}
@@ -96,6 +98,7 @@ def test_inat_md5_mismatch_leaves_nothing_that_looks_valid(tmp_path):
     assert not (repo / "data/raw").exists() and not list((repo / "data").glob(".raw.*"))
 
 
+@pytest.mark.pipeline
 def test_inat_archive_with_a_parent_path_member_is_rejected(tmp_path):
     files = inat2019(evil=True)
     with FileServer(files) as server:
@@ -202,6 +205,7 @@ def imagefolder_tree(root: Path) -> Path:
     return root
 
 
+@pytest.mark.pipeline
 def test_imagefolder_corrupt_images_are_listed_and_never_trained_on(tmp_path):
     src = imagefolder_tree(tmp_path / "src")
     repo = make_repo(tmp_path / "repo", {"data": {"name": "imagefolder", "source": str(src)}})
@@ -217,6 +221,7 @@ def test_imagefolder_corrupt_images_are_listed_and_never_trained_on(tmp_path):
     assert raw.read_bytes() == (src / "cat/cat1.jpg").read_bytes()
 
 
+@pytest.mark.pipeline
 def test_a_class_left_without_training_images_stops_the_split(tmp_path):
     src = imagefolder_tree(tmp_path / "src")
     for f in (src / "dog").glob("*.jpg"):

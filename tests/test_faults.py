@@ -157,6 +157,7 @@ def test_predict_reports_unreadable_files_as_rows_and_carries_on(tmp_path, capsy
     assert set(ok["name"]) <= {"ant", "bee", "NA"}
 
 
+@pytest.mark.pipeline
 def test_stages_remove_what_a_killed_run_left(tmp_path):
     """Leftovers of a SIGKILL in extraction, download, stats and prepare (staging folders and
     temporaries no `finally` removed) are gone after the next run of those stages."""

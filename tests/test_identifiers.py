@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
+import pytest
 import torch
 
 from bbn.files import read_csv, write_csv
@@ -27,6 +28,7 @@ def test_read_csv_keeps_identifiers(tmp_path):
     assert str(read_csv(path)["image_id"].dtype) == "int64"
 
 
+@pytest.mark.pipeline
 def test_class_names_survive_the_pipeline_and_predict(tmp_path):
     src = tmp_path / "src"
     for c, name in enumerate(NAMES):

@@ -228,6 +228,7 @@ def test_in_memory_param_words():
         validate({"train": {"in_memory": "sometimes"}})
 
 
+@pytest.mark.pipeline
 def test_train_stage_chooses_the_path_by_param(tmp_path):
     """The tiny digits set fits: auto trains in memory, off through the DataLoaders, off with
     gpu_decode through batches decoded on the device (here the CPU, with a warning)."""

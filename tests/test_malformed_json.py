@@ -10,6 +10,8 @@ import pytest
 
 from tests.helpers import make_repo, one_error_line, stage
 
+pytestmark = pytest.mark.pipeline  # the train stage / download stage as processes
+
 
 @pytest.fixture(scope="module")
 def downloaded(tmp_path_factory):

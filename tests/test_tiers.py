@@ -1,0 +1,88 @@
+"""The test tiers' run-time check (tests/tiers.py): which commands belong to the pipeline tier, and an
+unmarked test that starts one fails, shown on purpose in a pytest run of its own."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+from tests.tiers import heavy_command
+
+PY = sys.executable
+
+
+@pytest.mark.parametrize("args, shell, what", [
+    (["dvc", "repro", "train"], False, "dvc"),
+    (["/usr/local/bin/dvc", "exp", "run", "--temp"], False, "dvc"),
+    ([PY, "-m", "stages.train"], False, "python -m stages.train"),
+    (["python3", "-u", "-m", "stages.download"], False, "python -m stages.download"),
+    ([PY, "-m", "dvc", "repro"], False, "python -m dvc"),
+    ([PY, "stages/train.py"], False, "stages/train.py"),
+    (["torchrun", "--nproc-per-node", "2", "-m", "stages.train"], False, "torchrun"),
+    ([PY, "-m", "torch.distributed.run", "--nproc-per-node", "2", "x.py"], False, "torchrun"),
+    (["mlflow", "server", "--port", "5000"], False, "mlflow server"),
+    ([PY, "-m", "mlflow", "ui"], False, "mlflow ui"),
+    ("cd repo && DVC_NO_ANALYTICS=1 dvc repro", True, "dvc"),
+    (["bash", "-c", "git add -A; env OMP_NUM_THREADS=1 torchrun t.py"], False, "torchrun"),
+    ("echo ok|dvc status", True, "dvc"),
+])
+def test_pipeline_commands_are_recognised(args, shell, what):
+    assert heavy_command(args, shell) == what
+
+
+@pytest.mark.parametrize("args, shell", [
+    (["git", "commit", "-qm", "dvc repro"], False),
+    ([PY, "-m", "bbn.cli.predict", "images/"], False),
+    ([PY, "-m", "pytest", "-m", "pipeline"], False),
+    ([PY, "-c", "import stages.params"], False),
+    (["mlflow", "--version"], False),
+    (["bash", "bench/gpu.sh", "--device", "cpu"], False),
+    ("dvc repro", False),  # no shell: a program named 'dvc repro', which does not exist
+    ("echo 'dvc repro'", True),
+    (["dvcx"], False),
+])
+def test_other_commands_are_not(args, shell):
+    assert heavy_command(args, shell) is None
+
+
+def test_an_unmarked_test_that_starts_dvc_or_a_stage_fails(pytester, monkeypatch):
+    """In a pytest run with this plugin: the unmarked test that starts dvc fails before dvc starts,
+    also when it swallows the failure, and so does an unmarked fixture that starts a stage; the marked
+    test's stage process really runs."""
+    pytester.makepyfile(test_tiny='''
+        import subprocess, sys
+        import pytest
+
+        def test_unmarked_dvc():
+            subprocess.run(["dvc", "--version"])
+
+        def test_unmarked_swallowed():
+            try:
+                subprocess.run("cd . && dvc status", shell=True)
+            except BaseException:
+                pass
+
+        @pytest.fixture
+        def staged():
+            return subprocess.run([sys.executable, "-m", "stages.no_such_stage"], capture_output=True, text=True)
+
+        def test_unmarked_fixture(staged):
+            pass
+
+        @pytest.mark.pipeline
+        def test_marked(staged):
+            assert staged.returncode != 0 and "No module named stages.no_such_stage" in staged.stderr
+
+        def test_unmarked_other_commands():
+            assert subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True).returncode == 0
+    ''')
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess("-p", "tests.tiers", "-p", "no:cacheprovider", "-rf")
+    result.assert_outcomes(passed=2, failed=2, errors=1)
+    result.stdout.fnmatch_lines([  # errors (the fixture's) are listed before failures
+        "*test_unmarked_fixture starts `python -m stages.no_such_stage` but is not marked @pytest.mark.pipeline*",
+        "*test_unmarked_dvc starts `dvc` but is not marked @pytest.mark.pipeline*",
+        "*test_unmarked_swallowed starts `dvc` but is not marked*",
+    ])
