@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.workloads import Work
+from bench.common import Work
 from tests.helpers import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
