@@ -242,6 +242,7 @@ def test_train_stage_chooses_the_path_by_param(tmp_path):
         assert ("GPU JPEG decoding needs a CUDA device" in proc.stderr) == gpu, proc.stderr[-2000:]
 
 
+@pytest.mark.pipeline  # a bench script end to end: about a minute
 def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     """``bash bench/gpu.sh --device cpu``: the GPU check's every step on tiny synthetic data."""
     import json

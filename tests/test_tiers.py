@@ -27,6 +27,9 @@ PY = sys.executable
     ("cd repo && DVC_NO_ANALYTICS=1 dvc repro", True, "dvc"),
     (["bash", "-c", "git add -A; env OMP_NUM_THREADS=1 torchrun t.py"], False, "torchrun"),
     ("echo ok|dvc status", True, "dvc"),
+    (["bash", "bench/gpu.sh", "--device", "cpu"], False, "bench/gpu.sh"),
+    ([PY, "bench/run.py", "--smoke"], False, "bench/run.py"),
+    ([PY, "-m", "bench.run"], False, "python -m bench.run"),
 ])
 def test_pipeline_commands_are_recognised(args, shell, what):
     assert heavy_command(args, shell) == what
@@ -38,7 +41,8 @@ def test_pipeline_commands_are_recognised(args, shell, what):
     ([PY, "-m", "pytest", "-m", "pipeline"], False),
     ([PY, "-c", "import stages.params"], False),
     (["mlflow", "--version"], False),
-    (["bash", "bench/gpu.sh", "--device", "cpu"], False),
+    (["bash", "scripts/setup.sh"], False),
+    ([PY, "-c", "import bench.common"], False),
     ("dvc repro", False),  # no shell: a program named 'dvc repro', which does not exist
     ("echo 'dvc repro'", True),
     (["dvcx"], False),

@@ -2,7 +2,8 @@
 
 Two tiers: the fast tier (``-m "not pipeline and not slow"``: in-process unit tests, the inner loop)
 and the pipeline tier (``-m "pipeline and not slow"``). A test that starts DVC, a stage process
-(``python -m stages.X``), torchrun or an MLflow server belongs to the pipeline tier and must be marked
+(``python -m stages.X``), torchrun, an MLflow server or a bench script (``bench/*.py``, ``bench/*.sh``:
+the training loop end to end) belongs to the pipeline tier and must be marked
 ``@pytest.mark.pipeline`` (or ``pytestmark = pytest.mark.pipeline`` for a module). This plugin wraps
 ``subprocess.Popen`` (which ``subprocess.run`` and asyncio use too) and fails an unmarked test, or its
 fixtures, the moment it launches one of them, in every run, so the fast tier stays fast. It sees the
@@ -63,13 +64,14 @@ def _heavy(cmd: list[str]) -> str | None:
         return prog
     if prog == "mlflow" and rest[:1] in (["server"], ["ui"]):
         return f"mlflow {rest[0]}"
-    if prog in ("bash", "sh", "dash", "zsh") and "-c" in rest[:-1]:
+    shell = prog in ("bash", "sh", "dash", "zsh")
+    if shell and "-c" in rest[:-1]:
         return heavy_command(rest[rest.index("-c") + 1], shell=True)
-    if not (prog.startswith("python") or cmd[0] == sys.executable):
+    if not (shell or prog.startswith("python") or cmd[0] == sys.executable):
         return None
-    if "-m" in rest[:-1]:
+    if not shell and "-m" in rest[:-1]:
         module, after = rest[rest.index("-m") + 1], rest[rest.index("-m") + 2:]
-        if module == "dvc" or module.startswith("stages."):
+        if module == "dvc" or module.startswith(("stages.", "bench.")):
             return f"python -m {module}"
         if module in ("torch.distributed.run", "torch.distributed.launch"):
             return "torchrun"
@@ -77,12 +79,13 @@ def _heavy(cmd: list[str]) -> str | None:
             return f"mlflow {after[0]}"
         return None
     script = next((a for a in rest if not a.startswith("-")), "")
-    return script if PurePath(script).parent.name == "stages" and script.endswith(".py") else None
+    return script if PurePath(script).parent.name in ("stages", "bench") and script.endswith((".py", ".sh")) else None
 
 
 def heavy_command(args, shell: bool = False) -> str | None:
     """What a ``subprocess.Popen(args, shell=shell)`` starts that belongs to the pipeline tier
-    (``"dvc"``, ``"python -m stages.train"``, ``"torchrun"``, ``"mlflow server"``), else None."""
+    (``"dvc"``, ``"python -m stages.train"``, ``"torchrun"``, ``"mlflow server"``, ``"bench/gpu.sh"``),
+    else None."""
     return next(filter(None, (_heavy(cmd) for cmd in _commands(args, shell))), None)
 
 
@@ -92,7 +95,7 @@ def _guarded_init(self, args, *rest, **kwargs):
         what = heavy_command(args, kwargs.get("shell", False))
         if what:
             message = (f"{item.nodeid} starts `{what}` but is not marked @pytest.mark.{MARK}: mark it (the fast "
-                       f"tier runs no DVC, stage process, torchrun or MLflow server; tests/tiers.py)")
+                       f"tier runs no DVC, stage process, torchrun, MLflow server or bench script; tests/tiers.py)")
             item.stash.setdefault(_violations, []).append(message)
             pytest.fail(message, pytrace=False)
     _popen_init(self, args, *rest, **kwargs)
@@ -100,8 +103,8 @@ def _guarded_init(self, args, *rest, **kwargs):
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{MARK}: starts DVC, a stage process, torchrun or an MLflow server "
-                                       "(the second tier; tests/tiers.py fails an unmarked test that does)")
+    config.addinivalue_line("markers", f"{MARK}: starts DVC, a stage process, torchrun, an MLflow server or a "
+                                       "bench script (the second tier; tests/tiers.py fails an unmarked test that does)")
     subprocess.Popen.__init__ = _guarded_init
 
 
