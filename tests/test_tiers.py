@@ -3,6 +3,8 @@ unmarked test that starts one fails, shown on purpose in a pytest run of its own
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 
 import pytest
@@ -90,3 +92,17 @@ def test_an_unmarked_test_that_starts_dvc_or_a_stage_fails(pytester, monkeypatch
         "*test_unmarked_dvc starts `dvc` but is not marked @pytest.mark.pipeline*",
         "*test_unmarked_swallowed starts `dvc` but is not marked*",
     ])
+
+
+def test_ci_runs_the_readme_command_and_its_tiers_run_every_test_once():
+    """.ci/run's last line is the README's test command; its ``-m`` expressions split the suite:
+    every test not marked slow is in exactly one tier, a slow one in none."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    command = next(line for line in readme if line.startswith('pip install -e ".[test]"'))
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert ci[-1] == command
+    tiers = re.findall(r'python -m pytest -m "([^"]+)"', command)
+    assert len(tiers) == 2 and command.count("python -m pytest") == 2
+    for pipeline, slow in itertools.product((False, True), repeat=2):
+        runs = sum(eval(tier, {"__builtins__": {}}, {"pipeline": pipeline, "slow": slow}) for tier in tiers)
+        assert runs == (0 if slow else 1), (pipeline, slow)
