@@ -29,6 +29,8 @@ PY = sys.executable
     ("cd repo && DVC_NO_ANALYTICS=1 dvc repro", True, "dvc"),
     (["bash", "-c", "git add -A; env OMP_NUM_THREADS=1 torchrun t.py"], False, "torchrun"),
     ("echo ok|dvc status", True, "dvc"),
+    ("timeout 600 nice -n 5 dvc repro", True, "dvc"),
+    (["env", "-i", "OMP_NUM_THREADS=1", "torchrun", "t.py"], False, "torchrun"),
     (["bash", "bench/gpu.sh", "--device", "cpu"], False, "bench/gpu.sh"),
     ([PY, "bench/run.py", "--smoke"], False, "bench/run.py"),
     ([PY, "-m", "bench.run"], False, "python -m bench.run"),

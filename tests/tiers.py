@@ -21,7 +21,7 @@ from pathlib import PurePath
 import pytest
 
 MARK = "pipeline"
-WRAPPERS = {"env", "exec", "nohup", "nice", "time", "setsid"}
+WRAPPERS = {"env", "exec", "nohup", "nice", "time", "setsid", "timeout", "stdbuf"}
 _SHELL_SEPARATORS = set(";&|()\n")
 _running: list[pytest.Item] = []  # the test whose setup, call or teardown runs now
 _violations = pytest.StashKey[list]()  # what an unmarked test launched
@@ -55,8 +55,8 @@ def _commands(args, shell: bool) -> list[list[str]]:
 
 
 def _heavy(cmd: list[str]) -> str | None:
-    while cmd and ("=" in cmd[0] and not cmd[0].startswith("-") or PurePath(cmd[0]).name in WRAPPERS):
-        cmd = cmd[1:]  # VAR=value, env, exec, ...
+    while cmd and ("=" in cmd[0] or cmd[0][:1] == "-" or cmd[0][:1].isdigit() or PurePath(cmd[0]).name in WRAPPERS):
+        cmd = cmd[1:]  # VAR=value, env -i, timeout 600, ...
     if not cmd:
         return None
     prog, rest = PurePath(cmd[0]).name, cmd[1:]
@@ -99,7 +99,6 @@ def _guarded_init(self, args, *rest, **kwargs):
             item.stash.setdefault(_violations, []).append(message)
             pytest.fail(message, pytrace=False)
     _popen_init(self, args, *rest, **kwargs)
-
 
 
 def pytest_configure(config: pytest.Config) -> None:
