@@ -41,8 +41,8 @@ from bbn.train import loop  # noqa: E402
 from bbn.train.speed import Speed, prepare_model  # noqa: E402
 from bench import reference  # noqa: E402
 from bench.cifar_lt import build  # noqa: E402
+from bench.common import shortcut_option  # noqa: E402
 from bench.input_paths import CIFAR_MEAN, CIFAR_STD  # noqa: E402
-from bench.workloads import shortcut_option  # noqa: E402
 from stages.params import TrainParams  # noqa: E402
 
 PAPER_TOP1 = 79.82  # Zhou et al. 2020, CIFAR-10-LT IR100 BBN: top-1 error 20.18

@@ -71,7 +71,7 @@ def main() -> None:
     write_json(METRICS / "eval_details.json", details)
     if reported is not None:
         write_report(*outputs[reported], classes, PLOTS)
-    plots.learning_curves(pd.read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
+    plots.learning_curves(read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
 
     track(params, numbers, sets, {"val_split": val_split})
     print(f"evaluate: {head} (val split: {val_split})")

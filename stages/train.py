@@ -1,7 +1,7 @@
 """Stage train: BBN on the train split, validated on the val split (params: model, train).
 
 With ``train.nproc_per_node`` x ``train.nnodes`` > 1 the stage re-starts itself under torchrun, one
-process per device (bbn.distributed). After every epoch rank 0 saves a resume state under
+process per device (bbn.train.distributed). After every epoch rank 0 saves a resume state under
 ``<DVC_ROOT>/checkpoints/`` (stages.paths.CHECKPOINTS); a run of the same params and data that was interrupted continues
 from there, in the same MLflow run.
 """

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_repo, prepared_repo, sh, stage
 from mlflow.tracking import MlflowClient
 
 from bbn.data.inat import load_images
+from tests.helpers import make_repo, prepared_repo, sh, stage
 
 pytestmark = pytest.mark.pipeline
 

@@ -1,4 +1,4 @@
-"""bbn.report against a real MLflow sqlite store: grouping, mean ± std, val_ fallback, files, errors."""
+"""bbn.cli.report (bbn-report) against a real MLflow sqlite store: grouping, mean ± std, val_ fallback, files, errors."""
 
 from __future__ import annotations
 

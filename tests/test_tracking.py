@@ -16,10 +16,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import env, make_repo, set_params, sh, stage
 from mlflow.tracking import MlflowClient
 
 from bbn.data.inat import load_images
+from tests.helpers import env, make_repo, set_params, sh, stage
 
 pytestmark = pytest.mark.pipeline
 

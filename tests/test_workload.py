@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FileServer
-from test_datasets import inat2019, md5s
 from torch.utils.data import DataLoader, TensorDataset
 
 from bbn.data.loading import ImageList, eval_loader, resolve_workers, train_loaders
@@ -20,6 +18,7 @@ from bbn.sources.download import stream_extract
 from bbn.sources.raw import point, shared_tree, source_fingerprint
 from bbn.train.loop import fit
 from stages.params import DataParams, TrainParams
+from tests.helpers import FileServer, inat2019, md5s
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ caller must not let a cache take over (move, or make read-only) that tree.
 * ``cifar10_lt`` / ``cifar100_lt``: the official python tarball (URL + md5, or ``data.source``), or
   ``data.source`` = an ImageFolder tree or archive of one (``cifar10/{train,test}/<class>/*.jpg``);
   the training set subsampled to the long-tail profile, the test set kept balanced.
-* ``imagefolder``: ``data.source`` = ``root/<class>/*.jpg`` (see ``bbn.imagefolder``).
+* ``imagefolder``: ``data.source`` = ``root/<class>/*.jpg`` (see ``bbn.sources.imagefolder``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ on; the queue is retried on later calls (at most every ``retry_s`` seconds) and 
 finishes or the tracker is closed, so the epochs logged while the store was away reach it, in order
 and with their original timestamps, once it is back. Calls the store refuses as malformed (MLflow's
 request errors) are dropped, each with a warning. What is still queued at the end is reported and
-stays in the caller's metrics and plot files (``bbn-relog`` logs it later).
+stays in the caller's metrics and plot files (``python -m stages.relog`` logs it later).
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ class Tracker:
         self.flush(force=True)
         if self._queue:
             warnings.warn(f"tracking: {len(self._queue)} call(s) not logged ({self._queue[0][0]} first); "
-                          "the numbers are in metrics/ and plots/ (log them later with bbn-relog)", stacklevel=2)
+                          "the numbers are in metrics/ and plots/ (log them later with python -m stages.relog)", stacklevel=2)
 
 
 def store_failure(exc: BaseException) -> bool:

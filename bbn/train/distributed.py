@@ -102,7 +102,7 @@ def launch_argv(p, module: str) -> list[str] | None:
         return None
     argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={p.nproc_per_node}",
             f"--nnodes={p.nnodes}"]
-    if not p.rdzv_endpoint:  # one node (checked in bbn.config)
+    if not p.rdzv_endpoint:  # one node (the params schema asks for an endpoint when nnodes > 1)
         argv.append("--standalone")
     else:
         argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={p.rdzv_endpoint}", f"--rdzv-id={p.rdzv_id}"]
