@@ -94,6 +94,7 @@ class ModelParams(_Section):
     pretrained_md5: str = Field("", pattern=r"^([0-9a-f]{32})?$")
     shortcut: Literal["conv", "pad"] = "conv"
     classifier: Literal["separate", "official"] = "separate"
+    init: Literal["fan_out", "official"] = "fan_out"
 
 
 

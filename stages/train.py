@@ -43,7 +43,7 @@ NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train
 KEYS = {"device": "train.device", "sync_bn": "train.sync_bn", "method": "train.method",
         "pretrained": "model.pretrained", "pretrained_md5": "model.pretrained_md5",
         "antialias": "model.antialias", "accumulate": "train.accumulate", "shortcut": "model.shortcut",
-        "classifier": "model.classifier", "in_memory": "train.in_memory"}
+        "classifier": "model.classifier", "init": "model.init", "in_memory": "train.in_memory"}
 
 
 def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
@@ -118,7 +118,7 @@ def train(params, dist: Dist, device: torch.device) -> None:
     seed_everything(t.seed)
     classes, train_set, val_set, loaders, val = _data(params, dist, device)
     model = build_model(ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, method(t.method).head,
-                                  m.shortcut, m.classifier))
+                                  m.shortcut, m.classifier, m.init))
     if m.pretrained and dist.main:  # DDP copies rank 0's weights to the others: one download, not one per rank
         print(load_pretrained(model, resolve(m.pretrained), m.pretrained_md5))
 

@@ -196,3 +196,35 @@ def test_dropping_archives_keeps_one_copy_and_loses_nothing_when_interrupted(tmp
         assert server.requests == []
     trees = [sorted(p.relative_to(tmp_path / x).as_posix() for p in (tmp_path / x).rglob("*.jpg")) for x in "bc"]
     assert trees[0] == trees[1] and len(trees[0]) == 21  # 17 training and val images, 4 test
+
+
+# ------------------------------------------------------------------------- the official init
+@pytest.mark.parametrize("init", ["official", "fan_out"])
+def test_conv_init_std_per_layer_follows_its_kaiming_formula(init):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet32", 10, "off", shortcut="pad", init=init))
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 1 + 3 * 5 * 2 + 2  # stem, 3 stages x 5 blocks x 2, the second branch block's 2
+    for conv in convs:
+        out_c, in_c, k, _ = conv.weight.shape
+        fan = in_c * k * k if init == "official" else out_c * k * k
+        assert conv.weight.std().item() == pytest.approx((2 / fan) ** 0.5, rel=0.12), conv
+    stem = convs[0].weight.std().item()
+    assert stem == pytest.approx(0.272 if init == "official" else 0.118, rel=0.12)  # sqrt(2/27), sqrt(2/144)
+
+
+def test_official_init_of_resnet50_is_pytorchs_default_and_a_bad_init_is_named():
+    torch.manual_seed(0)
+    conv = next(m for m in build_model(ModelSpec("resnet50", 10, "off", init="official")).modules()
+                if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] == 64 and m.weight.shape[2] == 3)
+    bound = 1 / (conv.weight[0].numel()) ** 0.5  # kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(fan_in), ...)
+    assert conv.weight.abs().max().item() <= bound and conv.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
+    with pytest.raises(ArgError, match="init"):
+        build_model(ModelSpec("resnet32", 10, "off", init="xavier"))
+
+
+def test_every_recipe_claims_the_official_init():
+    from stages.recipe import load, names
+
+    for name in names():
+        assert load(name)["model"]["init"] == "official", name

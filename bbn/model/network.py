@@ -46,6 +46,7 @@ class ModelSpec:
     head: str = "linear"  # linear | cosine (LDAM's normalised classifier) | sigmoid (linear, bias -log(C-1))
     shortcut: str = "conv"  # conv (option B: 1x1 conv + BN) | pad (option A: parameter-free; ResNet-32 only)
     classifier: str = "separate"  # separate (two heads, paper's eq.) | official (one FC over 2 cat(a f_c, (1-a) f_r))
+    init: str = "fan_out"  # fan_out (Kaiming normal, fan-out) | official (the official code's: see _init_weights)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,7 +169,7 @@ class BilateralNet(nn.Module):
             head = CosineLinear if spec.head == "cosine" else nn.Linear
             self.cb_fc = head(width, spec.num_classes)
             self.rb_fc = head(width, spec.num_classes)
-        _init_weights(self)
+        _init_weights(self, spec.init, spec.backbone)
         if spec.head == "sigmoid":  # Cui et al.'s prior for sigmoid losses: p = 1/C per class at the start
             for fc in (m for m in self.modules() if isinstance(m, nn.Linear)):
                 nn.init.constant_(fc.bias, -math.log(max(spec.num_classes - 1, 1)))
@@ -248,10 +249,26 @@ def mix_logits(logits_c: torch.Tensor, logits_r: torch.Tensor, alpha: float) -> 
     return alpha * logits_c + (1.0 - alpha) * logits_r
 
 
-def _init_weights(model: nn.Module) -> None:
+INITS = ("fan_out", "official")
+
+
+def _init_weights(model: nn.Module, init: str = "fan_out", backbone: str = "resnet32") -> None:
+    """Convolutions: ``fan_out``: Kaiming normal, std sqrt(2 / (out_channels * k * k)) (torchvision's
+    and timm's ResNets); ``official``: the official BBN code's, which differs by backbone: ResNet-32
+    (Megvii-Nanjing/BBN lib/backbone/resnet_cifar.py ``_weights_init``, as LDAM-DRW's) Kaiming
+    normal with fan-in, std sqrt(2 / (in_channels * k * k)), 2.3x larger in the stem; ResNet-50
+    (lib/backbone/resnet.py, no init of its own) PyTorch's default, Kaiming uniform with a = sqrt(5).
+    BatchNorm: weight 1, bias 0. Heads keep PyTorch's default (both codes). ``ArgError('init')``
+    for another ``init``."""
+    if init not in INITS:
+        raise ArgError("init", f"{init!r}: choose {' or '.join(INITS)}")
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and init == "fan_out":
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Conv2d) and backbone == "resnet32":
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.Conv2d):
+            m.reset_parameters()
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
