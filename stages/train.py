@@ -36,6 +36,7 @@ from stages.params import flatten, load_params
 from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, RUN, SPLIT, resolve
 from stages.runner import run
 from stages.runs import RESUMED_FROM, describe, differing, log_splits, run_name, run_tags, tracker
+from stages.specs import launch_spec, train_spec
 
 # a resumed run may move device, worker count or rendezvous host; everything else must match
 NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train.rdzv_id"}
@@ -83,7 +84,7 @@ def _resume_key(params) -> str:
 @record  # under torchrun: the failing rank's traceback goes into the job's error summary
 def main() -> None:
     params = load_params()
-    argv = launch_argv(params.train, "stages.train")
+    argv = launch_argv(launch_spec(params.train), "stages.train")
     if argv:  # become torchrun, which starts this stage once per device
         os.execv(argv[0], argv)
     dist, device = Dist.from_env(resolve_device(params.train.device))
@@ -142,7 +143,7 @@ def train(params, dist: Dist, device: torch.device) -> None:
 
     try:
         counts = torch.tensor(classes["train_count"].tolist())
-        history = fit(model, loaders, val, t, device, counts, on_epoch, dist, resume)
+        history = fit(model, loaders, val, train_spec(t), device, counts, on_epoch, dist, resume)
     except BaseException:
         mlrun.finish("FAILED")
         raise

@@ -18,6 +18,7 @@ from bbn.sources.download import stream_extract
 from bbn.sources.raw import point, shared_tree, source_fingerprint
 from bbn.train.loop import fit
 from stages.params import DataParams, TrainParams
+from stages.specs import train_spec
 from tests.helpers import FileServer, inat2019, md5s
 
 
@@ -68,8 +69,8 @@ def _fit(max_steps: int, epochs: int = 3, resume: dict | None = None):
     data = TensorDataset(x, y)
     loaders = {k: DataLoader(data, batch_size=8, sampler=UniformSampler(64, seed=1)) for k in ("uniform", "reversed")}
     model = build_model(ModelSpec("resnet32", 4, "off"))
-    p = TrainParams(epochs=epochs, tmax=epochs, warmup_epochs=0, lr_steps=[99], max_steps=max_steps,
-                    channels_last=False)
+    p = train_spec(TrainParams(epochs=epochs, tmax=epochs, warmup_epochs=0, lr_steps=[99], max_steps=max_steps,
+                               channels_last=False))
     seen = []
     history = fit(model, loaders, None, p, torch.device("cpu"), torch.ones(4),
                   on_epoch=lambda epoch, row, state: seen.append((epoch, row["steps"])), resume=resume)
@@ -189,7 +190,7 @@ def test_dropping_archives_keeps_one_copy_and_loses_nothing_when_interrupted(tmp
         monkeypatch.setattr(datasets, "stream_extract", real)
         server.requests.clear()
         fetch_dataset(_inat(server, False, files), tmp_path / "b", downloads)
-        assert server.requests == []  # the interrupted archive was complete and verified; the rest extracted
+        assert "train_val2019.tar.gz" not in {path for path, _ in server.requests}  # complete and verified: kept
         assert not list(downloads.glob("*.tar.gz")) and not list(downloads.glob("*.md5"))  # one copy: the extraction
         server.requests.clear()
         fetch_dataset(_inat(server, True, files), tmp_path / "c", downloads)  # extracted: nothing to fetch
