@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
+from bbn import vocab
 from bbn.errors import ArgError
 from bbn.model.blurpool import BlurPool, blur_shortcuts, blurpool_layer
 
@@ -59,7 +60,7 @@ def antialias_sites(backbone: str, antialias: str) -> tuple[bool, bool]:
     """Where to blur before subsampling (Zhang 2019): (stem max-pool, residual blocks and shortcuts).
     ``antialias``: 'off', 'stem' or 'full'; ``ArgError('antialias')`` for 'stem' on a backbone
     without a stem max-pool (CIFAR ResNet-32) and for unknown values."""
-    if antialias not in ("off", "stem", "full"):
+    if antialias not in vocab.ANTIALIAS:
         raise ArgError("antialias", f"{antialias!r} is not one of off, stem, full")
     if antialias == "stem" and not STEM_POOL[backbone]:
         raise ArgError("antialias", f"'stem' blurs the stem max-pool, which {backbone} does not have; use off or full")
@@ -139,9 +140,10 @@ class PadShortcut(nn.Module):
 
 
 BACKBONES = {"resnet32": resnet32_trunk, "resnet50": resnet50_trunk}
+assert tuple(BACKBONES) == vocab.BACKBONES
 # The block that becomes the two branches, under its name in a plain (torchvision/timm) ResNet.
 LAST_BLOCK = {"resnet32": "layer3.4.", "resnet50": "layer4.2."}
-CLASSIFIERS = ("separate", "official")
+CLASSIFIERS = vocab.CLASSIFIERS
 
 
 class BilateralNet(nn.Module):
@@ -153,7 +155,7 @@ class BilateralNet(nn.Module):
         super().__init__()
         if spec.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {spec.backbone!r}; choose from {sorted(BACKBONES)}")
-        if spec.shortcut not in ("conv", "pad"):
+        if spec.shortcut not in vocab.SHORTCUTS:
             raise ArgError("shortcut", f"{spec.shortcut!r} is not one of conv, pad")
         if spec.classifier not in CLASSIFIERS or (spec.classifier == "official" and spec.head == "cosine"):
             raise ArgError("classifier", f"{spec.classifier!r}: choose separate or official (official is a "
@@ -249,7 +251,7 @@ def mix_logits(logits_c: torch.Tensor, logits_r: torch.Tensor, alpha: float) -> 
     return alpha * logits_c + (1.0 - alpha) * logits_r
 
 
-INITS = ("fan_out", "official")
+INITS = vocab.INITS
 
 
 def _init_weights(model: nn.Module, init: str = "fan_out", backbone: str = "resnet32") -> None:
