@@ -31,10 +31,13 @@ class Record:
 
 
 def link(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to the file ``src`` names; a symbolic ``src`` is followed first (``os.link``
+    would link the symbolic link itself, which a relative target leaves dangling in ``dst``)."""
+    real = Path(src).resolve()
     try:
-        os.link(src, dst)
+        os.link(real, dst)
     except OSError:  # another file system, or links not allowed: point at it instead
-        os.symlink(Path(src).resolve(), dst)
+        os.symlink(real, dst)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
