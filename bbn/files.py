@@ -23,10 +23,11 @@ from typing import Iterator
 
 def _named(exc: BaseException, target: Path) -> BaseException:
     """A write error that does not say which file (``OSError(ENOSPC)`` from ``write``, torch's
-    ``RuntimeError`` when its writer fails on a full disk) as an OSError naming ``target``."""
+    ``RuntimeError`` when its writer fails on a full disk: "file write failed", "[enforce fail at
+    inline_container.cc] unexpected pos ...") as an OSError naming ``target``."""
     if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-        return OSError(exc.errno, exc.strerror or str(exc), str(target))
-    if isinstance(exc, RuntimeError) and "write" in str(exc).lower() and _disk_full(target.parent):
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(target))
+    if isinstance(exc, RuntimeError) and _disk_full(target.parent):
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
     return exc
 

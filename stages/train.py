@@ -146,11 +146,12 @@ def train(params, dist: Dist, device: torch.device) -> None:
     try:
         counts = torch.tensor(classes["train_count"].tolist())
         history = fit(model, loaders, val, t, device, counts, on_epoch, dist, resume)
+        if dist.main:  # a full disk while writing the outputs fails the run too; the rerun writes them
+            write_outputs(params, model, classes, history, mlrun, val_set.paths[:2] or train_set.paths[:2])
     except BaseException:
         mlrun.finish("FAILED")
         raise
     if dist.main:
-        write_outputs(params, model, classes, history, mlrun, val_set.paths[:2] or train_set.paths[:2])
         saved.finish(md5sum(MODEL))  # kept until DVC has recorded the outputs (stages.checkpoints)
     dist.barrier()
 
