@@ -3,10 +3,12 @@
 * ``fetch``: http(s) with resume (HTTP Range on a ``.part`` file), retries with back-off and a tqdm
   bar; ``file://`` URLs and plain paths use the same code. The file only gets its final name after
   the md5 matched, so a partial or corrupt download never looks valid.
-* ``safe_extract``: every member is checked before anything is written; absolute paths, ``..``,
-  links and device files are refused (a dataset archive has no reason to contain them). OS
-  metadata (``__MACOSX/``, ``._*``, ``.DS_Store``, ...: ``bbn.data.decode.is_os_metadata``) is checked
-  like every member but not extracted.
+* ``safe_extract``: every member is checked before anything is written; absolute paths (also a
+  Windows drive), ``..``, links and device files are refused (a dataset archive has no reason to
+  contain them). Names are read as the user saw them when packing (``zip_name``): Windows tools'
+  backslash separators, names in the DOS code page or in UTF-8 without the zip's UTF-8 flag, Info-ZIP's
+  Unicode Path field. OS metadata (``__MACOSX/``, ``._*``, ``.DS_Store``, ``Thumbs.db``, ...:
+  ``bbn.data.decode.is_os_metadata``) is checked like every member but not extracted.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import tarfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
-from pathlib import Path, PurePosixPath
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlparse
 
 from tqdm import tqdm
@@ -141,16 +145,51 @@ def fetch(url: str, dest: str | Path, md5: str, retries: int = 5, timeout: float
 
 def _check_member(archive: Path, name: str, is_link_or_special: bool) -> None:
     path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or "\\" in name:
+    if path.is_absolute() or ".." in path.parts or PureWindowsPath(name).drive:
         raise BBNError(f"{archive}: unsafe member {name!r} (absolute or '..' path); nothing extracted")
     if is_link_or_special:
         raise BBNError(f"{archive}: member {name!r} is a link or special file; nothing extracted")
 
 
+def _unicode_path(info: zipfile.ZipInfo) -> str | None:
+    """The name in Info-ZIP's Unicode Path extra field (0x7075: version, CRC-32 of the header's name,
+    UTF-8 name), which 7-Zip, WinRAR and Info-ZIP add beside a name in a legacy code page; None when
+    absent or stale (its CRC does not match the header's name)."""
+    extra = info.extra
+    while len(extra) >= 4:
+        kind, size = struct.unpack("<HH", extra[:4])
+        data, extra = extra[4 : 4 + size], extra[4 + size :]
+        if kind == 0x7075 and len(data) > 5 and data[0] == 1:
+            raw = info.orig_filename.encode("cp437", errors="replace")
+            if struct.unpack("<L", data[1:5])[0] == zlib.crc32(raw):
+                return data[5:].decode("utf-8", errors="replace")
+    return None
+
+
+def zip_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's name as the user saw it when packing: the Unicode Path extra field when there is
+    one; for a name without the UTF-8 flag, its bytes as UTF-8 when they are valid UTF-8 (macOS and
+    Linux tools write UTF-8 without the flag), else as the DOS code page (cp437, Windows Explorer's);
+    Windows tools' backslash separators as ``/`` (in a zip name a backslash is never a character)."""
+    name = info.filename
+    if not info.flag_bits & 0x800:
+        name = _unicode_path(info) or name
+        if name == info.filename:
+            try:
+                name = name.encode("cp437").decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                pass
+    return name.replace("\\", "/")
+
+
 def _members(archive: Path, opened) -> list[tuple[object, str, bool]]:
-    """(member, name, is link or special file) for a tar or zip archive."""
+    """(member, name, is link or special file) for a tar or zip archive; zip names as ``zip_name``."""
     if isinstance(opened, zipfile.ZipFile):
-        return [(i, i.filename, stat.S_ISLNK(i.external_attr >> 16)) for i in opened.infolist()]
+        out = []
+        for info in opened.infolist():
+            info.filename = zip_name(info)  # what extract() writes; the header check uses orig_filename
+            out.append((info, info.filename, stat.S_ISLNK(info.external_attr >> 16)))
+        return out
     return [(m, m.name, not (m.isfile() or m.isdir())) for m in opened.getmembers()]
 
 
