@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote, unquote
 
 
 def _named(exc: BaseException, target: Path) -> BaseException:
@@ -192,6 +193,20 @@ def write_csv(target: str | Path, frame, **kwargs) -> None:
     kwargs.setdefault("index", False)
     with atomic_path(target, suffix=".csv") as tmp:
         frame.to_csv(tmp, **kwargs)
+
+
+def sqlite_uri(path: str | Path) -> str:
+    """The SQLAlchemy/MLflow URI of the sqlite database file ``path`` (made absolute): ``sqlite:///``
+    and the path percent-encoded, so that a folder name with ``%``, ``?``, ``#``, spaces or non-ASCII
+    letters names that folder (unescaped, ``?`` starts a query and ``%2b`` reads as ``+``)."""
+    return "sqlite:///" + quote(str(Path(path).absolute()), safe="/")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``sqlite_uri``'s inverse), None for other URIs."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))
 
 
 @contextlib.contextmanager

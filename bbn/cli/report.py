@@ -30,7 +30,7 @@ from bbn.errors import (
     BBNError,  # noqa: E402
     run,  # noqa: E402
 )
-from bbn.files import atomic_path, write_text  # noqa: E402
+from bbn.files import atomic_path, sqlite_path, sqlite_uri, write_text  # noqa: E402
 
 METRICS = ("test_top1_error", "test_many_acc", "test_medium_acc", "test_few_acc")
 REPLICATE_PARAMS = {"train.seed", "data.seed"}  # varying these repeats an experiment, not a new one
@@ -126,11 +126,13 @@ def summarise(runs: pd.DataFrame, group_by: list[str], metrics: list[str]) -> pd
 def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFrame:
     """Every run of the experiment matching the filter, newest first, as a flat frame."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    from bbn.tracking.store import open_store
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
         raise BBNError(f"no MLflow store at {uri} (no run has been tracked yet?)")
-    client = MlflowClient(tracking_uri=uri)
+    client = open_store(uri)
     try:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
@@ -266,7 +268,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    uri = args.tracking_uri or sqlite_uri(Path.cwd() / "mlflow.db")
     asked = list(args.metrics or METRICS)
     runs, metrics = select(load_runs(uri, args.experiment, args.filter), asked, args.metrics is not None, args.last)
     runs = runs.dropna(axis=1, how="all")  # params only the dropped runs had are not "varying"

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from bbn.files import locked
+from bbn.files import locked, sqlite_path
 from bbn.tracking.experiment import ensure_experiment
 
 # MLflow error codes that mean "this request is wrong", not "the store is away": retrying cannot help
@@ -253,11 +253,47 @@ def store_failure(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code not in REQUEST_ERRORS
 
 
+CONNECT_ATTEMPTS = 3  # MLflow's own default, 10, sleeps ~100 s before a store that cannot be opened fails
+
+
 def quiet_store_log() -> None:
     """MLflow's sqlite store logs a full traceback for every failed query, and its system-metrics
-    thread a long warning: ``Tracker``'s one-line warnings say the same without looking like a crash."""
+    thread a long warning: ``Tracker``'s one-line warnings say the same without looking like a crash.
+    And a store that cannot be opened fails after ``CONNECT_ATTEMPTS`` tries (0.4 s), not after
+    MLflow's ten (~100 s of back-off at every stage): ``Tracker`` retries later anyway. MLflow makes
+    a sqlite store's folder from the URI without decoding it (a ``proj%20x`` folder beside ``proj x``):
+    it is made from the decoded path instead (``bbn.files.sqlite_path``)."""
+    from mlflow.store.db import utils
+
+    utils.MAX_RETRY_COUNT = min(getattr(utils, "MAX_RETRY_COUNT", CONNECT_ATTEMPTS), CONNECT_ATTEMPTS)
+    if hasattr(utils, "_make_parent_dirs_if_sqlite"):
+        utils._make_parent_dirs_if_sqlite = _make_store_folder
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     logging.getLogger("mlflow.system_metrics.system_metrics_monitor").setLevel(logging.ERROR)
+
+
+def _make_store_folder(uri: str) -> None:
+    path = sqlite_path(uri)
+    if path is not None and str(path) not in ("", ":memory:"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def open_store(uri: str):
+    """An ``MlflowClient`` on ``uri`` that answered a query; ``BBNError`` in one line when the store
+    cannot be opened (for commands that need it: ``bbn-report``)."""
+    from mlflow.tracking import MlflowClient
+
+    from bbn.errors import BBNError
+
+    quiet_store_log()
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:
+        if not store_failure(exc):
+            raise
+        raise BBNError(f"cannot open the MLflow store {uri} ({type(exc).__name__}: {_first_line(exc)})") from None
+    return client
 
 
 def _first_line(exc: BaseException) -> str:
