@@ -15,6 +15,7 @@ from bbn.files import sqlite_path, sqlite_uri
 from bbn.tracking import Tracker
 from bbn.tracking.store import open_store
 from stages import paths
+from stages.relog import relog
 
 ODD = "proj 50% a%2b?x=1#frag ü"
 
@@ -55,6 +56,11 @@ def test_a_store_that_cannot_be_opened_fails_fast_in_one_line(tmp_path, capsys):
     assert "\n" not in str(caught.value)
     with pytest.raises(BBNError, match="cannot open the MLflow store"):
         report(["--tracking-uri", sqlite_uri(bad), "--out", str(tmp_path / "r")])
+    (tmp_path / "params.yaml").write_text("tracking:\n  uri: sqlite:///mlflow.db\n")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "learning_curve.csv").write_text("epoch,train_loss\n1,0.5\n")
+    with pytest.raises(BBNError, match="cannot open the MLflow store"):
+        relog(tmp_path, sqlite_uri(bad))
     with pytest.warns(UserWarning, match="unavailable during connect"):
         Tracker(sqlite_uri(bad), "e")
     assert time.monotonic() - start < 20  # MLflow alone backs off ~100 s per attempt to open it
