@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import random
 import time
 import warnings
 from pathlib import Path
@@ -94,20 +95,31 @@ class Tracker:
         return fn(self.client, self.run_id)
 
     def _attempt(self, fn: Callable, what: str = "connect") -> tuple[bool, object]:
-        """(True, result), or (False, None) after a store failure; a request error drops the call."""
-        try:
-            return True, fn()
-        except Exception as exc:  # tracking must never stop the work
-            if not store_failure(exc):
-                warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {_first_line(exc)}); skipped",
-                              stacklevel=3)
-                return True, None
-            if self._failed_at is None:
-                warnings.warn(f"MLflow store {self.uri} unavailable during {what} ({type(exc).__name__}: "
-                              f"{_first_line(exc)}); continuing without tracking, results stay "
-                              "in metrics/ and plots/; retrying later", stacklevel=3)
-            self._failed_at = time.monotonic()
-            return False, None
+        """(True, result), or (False, None) after a store failure; a request error drops the call.
+        A write that lost a race with another process (``write_conflict``) is tried again at once,
+        up to ``CONFLICT_RETRIES`` times, before it counts as failed."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                return True, fn()
+            except Exception as exc:  # tracking must never stop the work
+                if attempt < CONFLICT_RETRIES and write_conflict(exc):
+                    time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
+                    continue
+                return self._failed(exc, what)
+        return False, None
+
+    def _failed(self, exc: Exception, what: str) -> tuple[bool, object]:
+        """``_attempt``'s answer for a call that failed with ``exc`` (warnings as stacklevel 4: the caller's)."""
+        if not store_failure(exc):
+            warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {_first_line(exc)}); skipped",
+                          stacklevel=4)
+            return True, None
+        if self._failed_at is None:
+            warnings.warn(f"MLflow store {self.uri} unavailable during {what} ({type(exc).__name__}: "
+                          f"{_first_line(exc)}); continuing without tracking, results stay "
+                          "in metrics/ and plots/; retrying later", stacklevel=4)
+        self._failed_at = time.monotonic()
+        return False, None
 
     def _connect(self) -> None:
         from mlflow.tracking import MlflowClient
@@ -239,6 +251,25 @@ class Tracker:
         if self._queue:
             warnings.warn(f"tracking: {len(self._queue)} call(s) not logged ({self._queue[0][0]} first); "
                           "the numbers are in metrics/ and plots/ (log them later with bbn-relog)", stacklevel=2)
+
+
+CONFLICT_RETRIES = 5
+# what sqlite says when two processes write one store at once (queued experiments): the loser retries
+CONFLICTS = ("IntegrityError", "UNIQUE constraint failed", "database is locked", "database table is locked")
+
+
+def write_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that lost a race with another process on the same store: an insert
+    of a row the other just inserted (MLflow's dataset entries: ``IntegrityError``, which MLflow
+    reports as a BAD_REQUEST) or a lock it held. Retrying succeeds once the other has committed."""
+    seen = exc
+    for _ in range(4):  # MlflowException wraps SQLAlchemy's error, which wraps sqlite3's
+        if seen is None:
+            break
+        if any(c in f"{type(seen).__name__}: {seen}" for c in CONFLICTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def store_failure(exc: BaseException) -> bool:
