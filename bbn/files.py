@@ -22,7 +22,7 @@ from typing import Iterator
 from urllib.parse import quote, unquote
 
 
-def _named(exc: BaseException, target: Path) -> BaseException:
+def named(exc: BaseException, target: Path) -> BaseException:
     """A write error that does not say which file (``OSError(ENOSPC)`` from ``write``, torch's
     ``RuntimeError`` when its writer fails on a full disk: "file write failed", "[enforce fail at
     inline_container.cc] unexpected pos ...") as an OSError naming ``target``."""
@@ -53,10 +53,10 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except (OSError, RuntimeError) as exc:
-        named = _named(exc, target)
-        if named is exc:
+        error = named(exc, target)
+        if error is exc:
             raise
-        raise named from exc
+        raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
         os.close(fd)

@@ -73,3 +73,35 @@ def test_torch_writer_failure_on_a_full_disk_names_the_file(tmp_path, monkeypatc
         with atomic_path(tmp_path / "model.pt"):
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 426560 vs 426456")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "model.pt")
+
+
+def _full_disk_writes(monkeypatch):
+    real = Path.write_bytes
+
+    def write_bytes(self, data):
+        if self.suffix in (".png", ".jpg"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+def test_a_full_disk_while_writing_data_raw_or_prepared_names_the_file(tmp_path, monkeypatch):
+    import numpy as np
+
+    from bbn.data.prepare import prepare_images
+    from bbn.errors import BBNError
+    from bbn.sources.layout import Record, write_dataset
+
+    src = tmp_path / "a.png"
+    src.write_bytes(b"")  # before the disk is full
+    _full_disk_writes(monkeypatch)
+    with pytest.raises(OSError) as caught:
+        write_dataset(tmp_path / "raw", [{"id": 0, "name": "a"}],
+                      {"train": [Record("x/0.png", 0, pixels=np.zeros((4, 4, 3), np.uint8))]}, "t")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "raw" / "x" / "0.png")
+    from tests.test_datasets import _jpeg
+
+    src.with_suffix(".bin").write_bytes(_jpeg(1))
+    with pytest.raises(BBNError, match=r"No space left on device: '.*out/b.jpg'"):
+        prepare_images([str(src.with_suffix(".bin"))], [str(tmp_path / "out" / "b.jpg")], 32, workers=1)

@@ -34,6 +34,7 @@ from bbn.data.decode import decode, load_rgb, open_reduced, orientation  # noqa:
 from bbn.data.loading import ImageList
 from bbn.data.transforms import checkpoint_transform, test_resize
 from bbn.errors import BBNError
+from bbn.files import named
 
 PARALLEL_FROM = 500  # below this, worker start-up costs more than it saves
 DIGESTS = "sha256.csv"  # in the prepared folder: path (the original's, as the split lists it), sha256 of the copy
@@ -109,7 +110,9 @@ def prepare_one(src: str, dst: str, short_side: int, quality: int = 95) -> str:
 def _safe(args: tuple[str, str], short_side: int, quality: int) -> tuple[str, str]:
     try:
         return "", prepare_one(args[0], args[1], short_side, quality)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # reading the original or writing the copy (a full disk names no file)
+        return f"{args[0]}: {named(exc, Path(args[1])) if exc.filename is None else exc}", ""
+    except ValueError as exc:
         return f"{args[0]}: {exc}", ""
 
 
