@@ -4,17 +4,19 @@
   bar; ``file://`` URLs and plain paths use the same code. The file only gets its final name after
   the md5 matched, so a partial or corrupt download never looks valid.
 * ``safe_extract``: every member is checked before anything is written; absolute paths (also a
-  Windows drive), ``..``, links and device files are refused (a dataset archive has no reason to
-  contain them). Names are read as the user saw them when packing (``zip_name``): Windows tools'
-  backslash separators, names in the DOS code page or in UTF-8 without the zip's UTF-8 flag, Info-ZIP's
-  Unicode Path field. OS metadata (``__MACOSX/``, ``._*``, ``.DS_Store``, ``Thumbs.db``, ...:
-  ``bbn.data.decode.is_os_metadata``) is checked like every member but not extracted.
+  Windows drive), ``..``, links that point outside the tree and device files are refused (links
+  inside the tree are extracted as links; the dataset walk follows them). Names are read as the
+  user saw them when packing (``zip_name``): Windows tools' backslash separators, names in the DOS
+  code page or in UTF-8 without the zip's UTF-8 flag, Info-ZIP's Unicode Path field. OS metadata
+  (``__MACOSX/``, ``._*``, ``.DS_Store``, ``Thumbs.db``, ...: ``bbn.data.decode.is_os_metadata``)
+  is checked like every member but not extracted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import stat
 import struct
 import tarfile
@@ -143,12 +145,19 @@ def fetch(url: str, dest: str | Path, md5: str, retries: int = 5, timeout: float
     return dest
 
 
-def _check_member(archive: Path, name: str, is_link_or_special: bool) -> None:
+def _check_member(archive: Path, name: str, link: str | None, special: bool) -> None:
+    """Refuse what is really unsafe: an absolute or ``..`` path (also a Windows drive), a link whose
+    target is absolute or leaves the tree (``link``: its target, relative to the member's folder for
+    a symbolic link, to the archive's root for a tar hard link), a device or FIFO."""
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or PureWindowsPath(name).drive:
         raise BBNError(f"{archive}: unsafe member {name!r} (absolute or '..' path); nothing extracted")
-    if is_link_or_special:
-        raise BBNError(f"{archive}: member {name!r} is a link or special file; nothing extracted")
+    if link is not None:
+        inside = posixpath.normpath(posixpath.join(posixpath.dirname(name), link)) if not link.startswith("/") else ""
+        if not inside or inside == ".." or inside.startswith("../") or PureWindowsPath(link).drive:
+            raise BBNError(f"{archive}: member {name!r} is a link to {link!r}, outside the archive; nothing extracted")
+    if special:
+        raise BBNError(f"{archive}: member {name!r} is a device or other special file; nothing extracted")
 
 
 def _unicode_path(info: zipfile.ZipInfo) -> str | None:
@@ -182,15 +191,26 @@ def zip_name(info: zipfile.ZipInfo) -> str:
     return name.replace("\\", "/")
 
 
-def _members(archive: Path, opened) -> list[tuple[object, str, bool]]:
-    """(member, name, is link or special file) for a tar or zip archive; zip names as ``zip_name``."""
+def _members(opened) -> list[tuple[object, str, str | None, bool]]:
+    """(member, name, link target or None, is special) for a tar or zip archive; zip names as
+    ``zip_name``, a zip's symbolic link (Unix mode) with its target (the entry's content)."""
     if isinstance(opened, zipfile.ZipFile):
         out = []
         for info in opened.infolist():
             info.filename = zip_name(info)  # what extract() writes; the header check uses orig_filename
-            out.append((info, info.filename, stat.S_ISLNK(info.external_attr >> 16)))
+            is_link = stat.S_ISLNK(info.external_attr >> 16)
+            out.append((info, info.filename, opened.read(info).decode("utf-8", "replace") if is_link else None, False))
         return out
-    return [(m, m.name, not (m.isfile() or m.isdir())) for m in opened.getmembers()]
+    return [(m, m.name, (m.linkname if m.issym() else posixpath.relpath(m.linkname, posixpath.dirname(m.name) or "."))
+             if m.issym() or m.islnk() else None, not (m.isfile() or m.isdir() or m.issym() or m.islnk()))
+            for m in opened.getmembers()]
+
+
+def _extract_zip_link(member: zipfile.ZipInfo, target: str, dest: Path) -> None:
+    path = dest / member.filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    os.symlink(target, path)
 
 
 def safe_extract(archive: str | Path, dest: str | Path) -> None:
@@ -199,13 +219,16 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
     try:
         is_zip = zipfile.is_zipfile(archive)
         with (zipfile.ZipFile(archive) if is_zip else tarfile.open(archive)) as opened:
-            members = _members(archive, opened)
-            for _, name, special in members:
-                _check_member(archive, name, special)
+            members = _members(opened)
+            for _, name, link, special in members:
+                _check_member(archive, name, link, special)
             members = [m for m in members if not is_os_metadata(m[1])]
             dest.mkdir(parents=True, exist_ok=True)
-            for member, _, _ in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None, leave=False):
-                if is_zip:
+            for member, _, link, _ in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None,
+                                           leave=False):
+                if is_zip and link is not None:
+                    _extract_zip_link(member, link, dest)
+                elif is_zip:
                     opened.extract(member, dest)
                 else:
                     opened.extract(member, dest, filter="data")
