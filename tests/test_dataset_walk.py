@@ -212,3 +212,14 @@ def test_annotation_integrity(tmp_path):
         load_images(_coco(tmp_path, [ims[0], {"id": 1, "file_name": "y.jpg"}], same_twice[:1]))
     with pytest.raises(BBNError, match=r"train.json: annotations\[2\]: image_id 7 \(category_id 2\) names no image"):
         load_images(_coco(tmp_path, ims, same_twice[:2] + [{"image_id": 7, "category_id": 2}]))
+
+
+def test_the_report_warns_about_runs_tested_on_training_images():
+    import pandas as pd
+
+    from bbn.cli.report import leakage_note
+
+    runs = pd.DataFrame({"run_id": ["r1", "r2"], "metrics.test_images_in_train": [0.0, 6.0]})
+    assert "1 run (r2) were tested on images with a byte-identical copy" in leakage_note(runs)
+    assert "up to 6" in leakage_note(runs)
+    assert leakage_note(runs.iloc[:1]) == "" and leakage_note(pd.DataFrame({"run_id": ["r"]})) == ""

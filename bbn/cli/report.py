@@ -218,6 +218,20 @@ def markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str], hea
     return f"{header}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
 
 
+def leakage_note(runs: pd.DataFrame) -> str:
+    """A warning naming the runs whose test set shares images with their training images (metric
+    ``test_images_in_train`` > 0: their test numbers are partly measured on training images), or ''."""
+    if "metrics.test_images_in_train" not in runs:
+        return ""
+    counts = pd.to_numeric(runs["metrics.test_images_in_train"], errors="coerce")
+    leaky = runs.loc[counts > 0, "run_id"].tolist()
+    if not leaky:
+        return ""
+    return (f"\n**Warning:** {_count(len(leaky), 'run')} ({', '.join(leaky[:3])}{', ...' if len(leaky) > 3 else ''}) "
+            f"were tested on images with a byte-identical copy among their training images (up to "
+            f"{int(counts.max())}: metric `test_images_in_train`, listed in `data/stats/duplicates.csv`).\n")
+
+
 def label(row: pd.Series, group_by: list[str]) -> str:
     short = [g.rsplit(".", 1)[-1] for g in group_by]
     names = short if len(set(short)) == len(short) else group_by
@@ -281,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
               + f" by {', '.join(group_by) or '(nothing)'}; "
               + f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.")
     text = markdown(summary, group_by, metrics, header, [m for m in asked if m not in metrics])
+    text += leakage_note(runs)
     out = Path(args.out)
     write_text(out / "report.md", text)
     with atomic_path(out / "report.csv", suffix=".csv") as tmp:
