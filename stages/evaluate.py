@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 
+from bbn.data.duplicates import copies_of_test_images
 from bbn.data.imagecheck import drop_unreadable
 from bbn.data.inat import find_json, load_images
 from bbn.data.prepare import prepared_path
@@ -66,6 +67,8 @@ def main() -> None:
             numbers |= metrics_for(logits, y, classes["group"], name)
             reported = name
     numbers |= posthoc_metrics(outputs["val"], outputs["test"], classes["train_count"], classes["group"])
+    used = [*read_csv(SPLIT / "train.csv")["path"], *read_csv(SPLIT / "val.csv")["path"]]
+    numbers["test_images_in_train"] = len(copies_of_test_images(read_csv(STATS / "duplicates.csv"), used))
     head, details = headline(numbers, reported or "test")
     write_json(METRICS / "eval.json", head | {"val_split": val_split})
     write_json(METRICS / "eval_details.json", details)

@@ -75,8 +75,12 @@ class StatsParams(_Section):
         return few_below
 
 
+class CheckParams(_Section):
+    allow_test_duplicates: bool = True  # false: a test image with a copy in training stops split
+
+
 class SplitParams(_Section):
-    use_official_val: bool | Literal["auto"] = "auto"  # auto: true for inat* (stages/split.py)
+    use_official_val: bool | Literal["auto"] = "auto"  # auto: inat*, or the dataset's own val/ (stages/split.py)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: Seed = 0
 
@@ -201,6 +205,7 @@ class Params(_Section):
     recipe: str = ""  # the recipes/ preset applied last (stages/recipe.py); recorded with the run
     data: DataParams = DataParams()
     stats: StatsParams = StatsParams()
+    check: CheckParams = CheckParams()
     split: SplitParams = SplitParams()
     prepare: PrepareParams = PrepareParams()
     model: ModelParams = ModelParams()

@@ -17,9 +17,10 @@ import yaml
 
 from bbn.errors import BBNError, run
 from bbn.files import read_csv
+from bbn.tracking.store import open_store
 from bbn.train.loop import finite
 from stages.params import flatten, load_params
-from stages.runs import describe, run_name, run_tags, tracker
+from stages.runs import describe, run_name, run_tags, store_uri, tracker
 
 
 def relog(root: Path, uri: str = "") -> str:
@@ -28,6 +29,7 @@ def relog(root: Path, uri: str = "") -> str:
     if not curve_path.exists():
         raise BBNError(f"{curve_path}: not found; nothing to re-log (has the train stage run?)")
     tracking = params.tracking.model_copy(update={"uri": uri}) if uri else params.tracking
+    open_store(store_uri(tracking))  # one line when the store cannot be opened
     mlrun = tracker(tracking)
     if not mlrun.available:
         raise BBNError(f"MLflow store {mlrun.uri} is still unavailable")

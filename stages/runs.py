@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 import pandas as pd
 import yaml
 
+from bbn.files import sqlite_uri
 from bbn.methods import method
 from bbn.tracking import Tracker
 from bbn.tracking.datasets import log_inputs, split_input
@@ -34,7 +35,7 @@ TRAINING_RUN, RESUMED_FROM = "bbn.training_run_id", "bbn.resumed_from"
 def store_uri(tracking) -> str:
     """``tracking.uri`` (relative paths against the project root), or the sqlite store at the project
     root (also from DVC's temporary copies)."""
-    return resolve_uri(tracking.uri) if tracking.uri else f"sqlite:///{MLFLOW_DB}"
+    return resolve_uri(tracking.uri) if tracking.uri else sqlite_uri(MLFLOW_DB)
 
 
 def tracker(tracking, run_id: str | None = None, enabled: bool = True) -> Tracker:

@@ -16,7 +16,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from bbn.data.batch_augment import DeviceAugment
 from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, decoded_batches, train_batches
 from bbn.data.loading import ImageList, eval_loader, train_loaders
-from bbn.data.prepare import prepared_path
+from bbn.data.prepare import DIGESTS, prepared_path
 from bbn.data.transforms import eval_transform, preprocessing, test_resize, train_transform
 from bbn.errors import ArgError
 from bbn.files import read_csv, write_csv, write_json
@@ -29,11 +29,11 @@ from bbn.sources.download import md5sum
 from bbn.tracking import Tracker
 from bbn.train.distributed import Dist, launch_argv
 from bbn.train.loop import finite, fit, seed_everything
-from bbn.train.resume import ResumeState, resume_key
+from bbn.train.resume import ResumeState, TrainingKey, content_digest, data_changed
 from stages.checkpoints import prune_states, recorded
 from stages.deps import code_files
 from stages.params import flatten, load_params
-from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, RUN, SPLIT, resolve
+from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, PREPARED, RUN, SPLIT, resolve
 from stages.runner import run
 from stages.runs import RESUMED_FROM, describe, differing, log_splits, run_name, run_tags, tracker
 from stages.specs import launch_spec, train_spec
@@ -74,11 +74,15 @@ def _train_loaders(t, pre: dict, train_set: ImageList, dist: Dist, device: torch
                          t.accumulate, persistent=not t.deterministic, drop_last=t.drop_last, share=share)
 
 
-def _resume_key(params) -> str:
-    chosen = {k: v for k, v in flatten(params).items()
-              if k.split(".")[0] in ("model", "train", "prepare") and k not in NOT_IN_KEY}
+def _resume_key(params) -> TrainingKey:
+    """The params, code and data (``data.*``, split lists, prepared images' content) of this training."""
+    flat = flatten(params)
+    chosen = {k: v for k, v in flat.items() if k.split(".")[0] in ("model", "train", "prepare") and k not in NOT_IN_KEY}
     split = [SPLIT / name for name in ("classes.csv", "train.csv", "val.csv")]
-    return resume_key(chosen, split + code_files("stages.train"))
+    paths = [*read_csv(split[1])["path"], *read_csv(split[2])["path"]]
+    content = content_digest(paths, [prepared_path(p) for p in paths], PREPARED / DIGESTS)
+    return TrainingKey.of(chosen, code_files("stages.train"), {k: v for k, v in flat.items() if k.startswith("data.")},
+                          split, content)
 
 
 @record  # under torchrun: the failing rank's traceback goes into the job's error summary
@@ -144,11 +148,12 @@ def train(params, dist: Dist, device: torch.device) -> None:
     try:
         counts = torch.tensor(classes["train_count"].tolist())
         history = fit(model, loaders, val, train_spec(t), device, counts, on_epoch, dist, resume)
+        if dist.main:  # a full disk while writing the outputs fails the run too; the rerun writes them
+            write_outputs(params, model, classes, history, mlrun, val_set.paths[:2] or train_set.paths[:2])
     except BaseException:
         mlrun.finish("FAILED")
         raise
     if dist.main:
-        write_outputs(params, model, classes, history, mlrun, val_set.paths[:2] or train_set.paths[:2])
         saved.finish(md5sum(MODEL))  # kept until DVC has recorded the outputs (stages.checkpoints)
     dist.barrier()
 
@@ -156,7 +161,10 @@ def train(params, dist: Dist, device: torch.device) -> None:
 def _resume_state(params) -> ResumeState:
     """This training's resume state, after pruning the others (``stages.checkpoints``). A complete
     state whose outputs DVC recorded means a forced rerun: it is deleted and training starts afresh."""
-    saved = ResumeState(CHECKPOINTS, _resume_key(params))
+    key = _resume_key(params)
+    saved = ResumeState(CHECKPOINTS, key.key, key.meta())
+    if saved.enabled and not saved.path.exists() and (why := data_changed(CHECKPOINTS, key)):
+        print(why)
     for path in prune_states(saved.path):
         print(f"train: deleted resume state {path.name} (stages.checkpoints rule)")
     info = saved.info

@@ -157,7 +157,7 @@ def imagefolder_tree(root: Path) -> Path:
     for c, n in (("cat", 14), ("dog", 6)):
         (root / c).mkdir(parents=True)
         for i in range(n):
-            (root / c / f"{c}{i}.jpg").write_bytes(jpeg(i + 100 * len(c), 16))
+            (root / c / f"{c}{i}.jpg").write_bytes(jpeg(i + 100 * ("cat", "dog").index(c), 16))
     for c in ("cat", "dog"):
         (root / "test" / c).mkdir(parents=True)
         for i in range(3):

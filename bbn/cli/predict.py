@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from bbn.data.decode import is_image_name
 from bbn.data.imagecheck import check_image
 from bbn.errors import BBNError, run
 from bbn.evaluate.metrics import softmax
@@ -30,6 +29,7 @@ from bbn.evaluate.predictions import predict_frame
 from bbn.files import atomic_path
 from bbn.model.checkpoint import load_checkpoint
 from bbn.model.inference import resolve_device, test_alpha
+from bbn.sources.walk import image_files
 
 
 def collect_images(inputs: list[str]) -> list[str]:
@@ -37,7 +37,7 @@ def collect_images(inputs: list[str]) -> list[str]:
     paths: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += sorted(str(p) for p in item.rglob("*") if is_image_name(p.relative_to(item)))
+            paths += [str(p) for p in image_files(item)]  # the dataset walk: nothing hidden, links followed
         elif item.suffix.lower() == ".txt" and item.is_file():
             base = item.parent
             for n, line in enumerate(item.read_text().splitlines(), 1):
