@@ -8,6 +8,7 @@ from dataclasses import fields, is_dataclass
 
 from pydantic import BaseModel
 
+from bbn.train.inputs import InputSpec
 from bbn.train.spec import LaunchSpec, TrainSpec
 
 T = typing.TypeVar("T")
@@ -34,3 +35,12 @@ def train_spec(train: BaseModel) -> TrainSpec:
 def launch_spec(train: BaseModel) -> LaunchSpec:
     """The ``train`` section's process layout (``bbn.train.distributed.launch_argv``)."""
     return to_spec(LaunchSpec, train)
+
+
+def input_spec(train: BaseModel, preprocessing: dict, readers: int) -> InputSpec:
+    """The ``train`` section's input fields, with the resolved ``preprocessing`` (augment, mean, std)
+    and the number of samplers that read at once (``readers``)."""
+    return InputSpec(**{f: getattr(train, f) for f in InputSpec.__dataclass_fields__
+                        if f not in ("augment", "mean", "std", "readers")},
+                     augment=preprocessing["augment"], mean=tuple(preprocessing["mean"]),
+                     std=tuple(preprocessing["std"]), readers=readers)

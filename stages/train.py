@@ -13,12 +13,9 @@ import torch
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from bbn.data.batch_augment import DeviceAugment
-from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, decoded_batches, train_batches
-from bbn.data.loading import ImageList, eval_loader, train_loaders
+from bbn.data.loading import ImageList, eval_loader
 from bbn.data.prepare import DIGESTS, prepared_path
 from bbn.data.transforms import eval_transform, preprocessing, test_resize, train_transform
-from bbn.errors import ArgError
 from bbn.files import read_csv, write_csv, write_json
 from bbn.methods import method
 from bbn.model.checkpoint import save_checkpoint
@@ -28,6 +25,7 @@ from bbn.model.pretrained import load_pretrained
 from bbn.sources.download import md5sum
 from bbn.tracking import Tracker
 from bbn.train.distributed import Dist, launch_argv
+from bbn.train.inputs import training_batches
 from bbn.train.loop import finite, fit, seed_everything
 from bbn.train.resume import ResumeState, TrainingKey, content_digest, data_changed
 from stages.checkpoints import prune_states, recorded
@@ -36,7 +34,7 @@ from stages.params import flatten, load_params
 from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, PREPARED, RUN, SPLIT, resolve
 from stages.runner import run
 from stages.runs import RESUMED_FROM, describe, differing, log_splits, run_name, run_tags, tracker
-from stages.specs import launch_spec, train_spec
+from stages.specs import input_spec, launch_spec, train_spec
 
 # a resumed run may move device, worker count or rendezvous host; everything else must match
 NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train.rdzv_id"}
@@ -50,28 +48,6 @@ KEYS = {"device": "train.device", "sync_bn": "train.sync_bn", "method": "train.m
 def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
     """The images' prepared copies (data/prepared), labelled by class index."""
     return ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), transform, size)
-
-
-def _train_loaders(t, pre: dict, train_set: ImageList, dist: Dist, device: torch.device) -> dict:
-    """The DataLoaders; or with ``train.in_memory`` the same samplers' batches from images decoded
-    once onto ``device`` and augmented there; or with ``train.gpu_decode`` (images not in memory)
-    decoded and augmented there batch by batch (bbn.data.inmemory). ``pre``: the augmentation kind
-    and normalisation (``bbn.data.transforms.preprocessing``), the same on every path."""
-    square = pre["augment"] == "cifar"  # inception crops from the whole (resized) image
-    side = t.image_size if square else test_resize(t.image_size, pre["augment"])
-    augment = DeviceAugment(pre["augment"], t.image_size, t.crop_padding, t.hflip, mean=pre["mean"], std=pre["std"])
-    batching = (t.batch_size, t.seed, dist.rank, dist.world_size, t.accumulate)
-    share = 2 if method(t.method).bilateral else 1  # loaders that read at once: num_workers auto divides by it
-    if choose_in_memory(t.in_memory, bank_bytes(train_set.paths, side, square), t.in_memory_max_gb):
-        bank = ImageBank.from_files(train_set.paths, train_set.targets, side, square, device, t.gpu_decode)
-        if dist.main:
-            print(f"train: {len(bank)} training images in memory on {device} ({bank.nbytes / 2**20:.1f} MiB)")
-        return train_batches(bank, augment, *batching, drop_last=t.drop_last)
-    if t.gpu_decode:
-        return decoded_batches(train_set.paths, train_set.targets, augment, side, square, device, True,
-                               t.batch_size, t.num_workers, *batching[1:], share=share, drop_last=t.drop_last)
-    return train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
-                         t.accumulate, persistent=not t.deterministic, drop_last=t.drop_last, share=share)
 
 
 def _resume_key(params) -> TrainingKey:
@@ -109,11 +85,7 @@ def _data(params, dist: Dist, device: torch.device):
         t.image_size, pre["augment"], t.hflip, pre["mean"], pre["std"], t.crop_padding), decode)
     val_set = _dataset(read_csv(SPLIT / "val.csv"), index,
                        eval_transform(t.image_size, pre["augment"], pre["mean"], pre["std"]), decode)
-    loaders = _train_loaders(t, pre, train_set, dist, device)
-    if not len(loaders["uniform"]):
-        raise ArgError("accumulate", f"{len(train_set)} training images are too few for {dist.world_size} "
-                       f"process(es) x {t.accumulate} micro-batches of {t.batch_size} images"
-                       f"{' (train.drop_last)' if t.drop_last else ' (at least 2)'}")
+    loaders = training_batches(input_spec(t, pre, 2 if method(t.method).bilateral else 1), train_set, dist, device)
     val = eval_loader(val_set, 0, t.num_workers, device) if len(val_set) else None
     return classes, train_set, val_set, loaders, val
 
