@@ -68,7 +68,7 @@ def main() -> int:
     charts, pngs = expected(Path("dvc.yaml"))
     found = problems(dom, charts, pngs)
     if args.screenshot:
-        subprocess.run([browser, *OFFLINE, "--window-size=1400,5200", "--hide-scrollbars",
+        subprocess.run([browser, *OFFLINE, "--window-size=1400,4500", "--hide-scrollbars",
                         f"--screenshot={Path(args.screenshot).resolve()}", page.as_uri()],
                        capture_output=True, timeout=120, check=True)
     for line in found:
