@@ -25,7 +25,7 @@ from bbn.model.inference import resolve_device, test_alpha
 from stages.params import load_params
 from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, SPLIT, STATS
 from stages.runner import run
-from stages.runs import log_splits, result_run, test_dataset, training_run_id
+from stages.runs import evaluated_dataset, log_splits, result_run, training_run_id
 
 REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
 
@@ -102,7 +102,7 @@ def track(params, numbers: dict, head: dict, sets: dict, tags: dict) -> None:
     log_splits(mlrun, params, own | {"test": sets["test"]})  # the training run has train and val already
     mlrun.log_metrics({k: v for k, v in numbers.items() if v is not None})
     log_model_metrics(mlrun, base, {k: v for k, v in head.items() if isinstance(v, (int, float)) and v is not None},
-                      test_dataset(params, sets["test"][1]))
+                      evaluated_dataset(params, sets["test"][1]))
     mlrun.set_tags(tags)
     for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
         mlrun.log_artifact(PLOTS / png, "plots")

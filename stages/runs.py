@@ -50,11 +50,14 @@ def tracker(tracking, run_id: str | None = None, enabled: bool = True) -> Tracke
 
 
 def run_link(run: Tracker) -> str:
-    """Where to see ``run`` in ``mlflow ui`` (its model-training view), or '' without a run or store."""
-    def _link(client, run_id):
-        return ui_link(client.get_run(run_id).info.experiment_id, run_id)
-
-    return run.submit("run link", _link) or ""
+    """Where to see ``run`` in ``mlflow ui`` (its model-training view); '' without a run or while the
+    store is away (nothing is queued for it: a link is no logging)."""
+    if not run.available or not run.run_id:
+        return ""
+    try:
+        return ui_link(run.client.get_run(run.run_id).info.experiment_id, run.run_id)
+    except Exception:  # the store went away just now: the log line goes without a link
+        return ""
 
 
 def training_run_id() -> str | None:
@@ -148,7 +151,7 @@ def dataset_name(params: Params) -> str:
     return f"{params.data.name}/{recipe(params)}" if recipe(params) else params.data.name
 
 
-def test_dataset(params: Params, source) -> tuple[str, str]:
+def evaluated_dataset(params: Params, source) -> tuple[str, str]:
     """(name, digest) of the test set's dataset input, as ``log_splits`` logs it ('' digest when unreadable)."""
     try:
         return dataset_name(params), file_digest(source)

@@ -26,3 +26,16 @@ def test_run_name_is_descriptive_under_dvc_exp_run_and_the_exp_name_is_described
     monkeypatch.setenv("DVC_EXP_NAME", "prize-zone")
     assert run_name(params) == plain
     assert "DVC experiment: prize-zone." in describe(params)
+
+
+def test_run_link_opens_the_model_training_view_and_is_empty_without_a_store(tmp_path):
+    from bbn.tracking import Tracker
+    from stages.runs import run_link
+
+    run = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "bbn")
+    run_id = run.start({"train.tmax": 2}, {}, "bbn-r32-16px-tmax2-seed0")
+    link = run_link(run)
+    assert link.startswith("http://127.0.0.1:5000/#/experiments/") and link.endswith(
+        f"/runs/{run_id}?workflowType=machine_learning"), link
+    run.finish()
+    assert run_link(Tracker("sqlite:///x.db", "bbn", enabled=False)) == ""
