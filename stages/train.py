@@ -20,6 +20,7 @@ from bbn.files import read_csv, write_csv, write_json
 from bbn.methods import method
 from bbn.model.checkpoint import save_checkpoint
 from bbn.model.inference import resolve_device
+from bbn.model.inputs import profile as input_profile
 from bbn.model.network import ModelSpec, build_model
 from bbn.model.pretrained import load_pretrained
 from bbn.sources.download import md5sum
@@ -33,7 +34,7 @@ from stages.deps import code_files
 from stages.params import flatten, load_params
 from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, PREPARED, RUN, SPLIT, resolve
 from stages.runner import run
-from stages.runs import RESUMED_FROM, describe, differing, log_splits, run_name, run_tags, tracker
+from stages.runs import RESUMED_FROM, describe, differing, log_splits, run_link, run_name, run_tags, tracker
 from stages.specs import input_spec, launch_spec, train_spec
 
 # a resumed run may move device, worker count or rendezvous host; everything else must match
@@ -202,7 +203,8 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     curve = pd.DataFrame(history)
     save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], len(history), t.method,
                     t.alpha.model_dump(), preprocessing(t.augment, t.normalize, params.data.name),
-                    params.prepare.model_dump())  # bbn-predict repeats the prepare step
+                    params.prepare.model_dump(),  # bbn-predict repeats the prepare step
+                    input_profile(read_csv(SPLIT / "train.csv")["path"].tolist()))  # and warns about unlike images
     write_csv(PLOTS / "learning_curve.csv", curve.drop(columns="seconds", errors="ignore"))
     last = history[-1]
     write_json(METRICS / "train.json", finite({
@@ -212,14 +214,18 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     minutes = curve["seconds"].sum() / 60
     tracker.log_metrics({"train_minutes": minutes})
     tracker.log_artifact(PLOTS / "learning_curve.csv", "plots")
+    model_uri = None
     if params.tracking.log_model:
         from bbn.tracking.model import log_model  # imports mlflow.pyfunc: only when logging a model
 
-        log_model(tracker, MODEL, example, params.tracking.register)
+        model_uri = log_model(tracker, MODEL, example, params.tracking.register, run_name(params), t.epochs)
+    link = run_link(tracker)
     tracker.finish()
-    write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri})  # after finish: a late-created run has its id
+    write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri,  # after finish: a late-created run has its id
+                     "model_uri": model_uri})  # models:/m-…: the README's MLflow snippet loads it
     bound = f" (train.max_steps {t.max_steps}: {int(curve['steps'].sum())} steps)" if t.max_steps else ""
-    print(f"train: {len(history)} epochs{bound} in {minutes:.2f} min, val acc {last['val_acc']:.4f}, run {tracker.run_id}")
+    print(f"train: {len(history)} epochs{bound} in {minutes:.2f} min, val accuracy {100 * last['val_acc']:.1f} %; "
+          f"MLflow run {run_name(params)} ({tracker.run_id}){f', in mlflow ui: {link}' if link else ''}")
 
 
 if __name__ == "__main__":

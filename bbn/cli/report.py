@@ -197,7 +197,7 @@ def cell(row: pd.Series, metric: str) -> str:
         kind = f": {row['val_split']}" if row.get("val_split") else ""
         text += f" (val{kind})" if source == fallback(metric) else f" (test+val{kind})"  # mixed within the group
     if classes:
-        text += f" ({classes} classes)"
+        text += f" ({classes} {'class' if set(str(classes).split('/')) == {'1'} else 'classes'})"
     return text + (f" (n={n})" if n != row["n"] else "")
 
 
@@ -252,6 +252,9 @@ def plot(summary: pd.DataFrame, group_by: list[str], metrics: list[str], target:
         ax.set_title(m + (" (%)" if scale == 100 else "") + (", hatched: val_" if val.any() else "") + empty,
                      fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+        ends = ((summary[f"{m}_mean"] + summary[f"{m}_std"].fillna(0)) * scale).dropna()
+        top = float(ends.max()) if len(ends) else 0.0  # errors, accuracies, ECE, NLL: never below 0
+        ax.set_xlim(0, top * 1.08 if top > 0 else scale)  # an all-zero (or empty) panel: 0..100 %, no negative ticks
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0][0].invert_yaxis()  # first group on top, as in the table
     with atomic_path(target, suffix=".png") as tmp:
