@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -65,6 +66,16 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (``hashlib`` ``algorithm``), read 1 MiB at a time; raises
+    OSError when it cannot be read."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(target: str | Path, obj: object) -> None:

@@ -8,23 +8,18 @@ readability check hashes every image it decodes (``bbn.data.imagecheck``) and li
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-CHUNK = 1 << 20
+from bbn.files import file_hash
 
 
 def file_digest(path: str | Path) -> str:
     """sha256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_hash(path)
 
 
 def content_groups(paths: Sequence[str | Path]) -> list[int]:

@@ -32,16 +32,13 @@ from tqdm import tqdm
 
 from bbn.data.decode import is_os_metadata
 from bbn.errors import BBNError
+from bbn.files import file_hash
 
 CHUNK = 1 << 20
 
 
 def md5sum(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_hash(path, "md5")
 
 
 def verified(path: Path, md5: str, record: Path) -> bool:
