@@ -117,6 +117,7 @@ class BaselineParams(_Section):
     la_tau: float = Field(1.0, ge=0.0)
     ldam_max_m: float = Field(0.5, gt=0.0)
     ldam_s: float = Field(30.0, gt=0.0)
+    mixup_alpha: float = Field(1.0, ge=0.0)
 
 
 class TrainParams(_Section):

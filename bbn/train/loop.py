@@ -29,6 +29,7 @@ from bbn.model.inference import validate
 from bbn.model.network import BilateralNet, mix_logits
 from bbn.train.distributed import Dist, effective_lr, wrap
 from bbn.train.losses import LossFn, bilateral_loss, loss_for
+from bbn.train.mixup import mixup_step
 from bbn.train.progress import epoch_progress
 from bbn.train.schedules import cumulative_alpha, lr_at
 from bbn.train.spec import TrainSpec
@@ -76,7 +77,10 @@ class Branches(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False):
+    def forward(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False,
+                mix: dict | None = None):
+        if mix is not None:  # the mixup family: the conventional branch on mixed inputs (bbn.train.mixup)
+            return self.net.mixed_conventional(x_c, other=x_r, **mix)
         if x_r is None:
             return self.net.conventional(x_c)
         return self.net.branch_logits(x_c, x_r, single_pass=single_pass)
@@ -210,6 +214,8 @@ def epoch_step(p: TrainSpec, epoch: int, counts: torch.Tensor) -> tuple[float, t
     m = method(p.method)
     done = epoch - 1
     names = m.samplers(done, p.baseline.defer_epoch)
+    if m.mixing:
+        return 1.0, names, mixup_step(m.mixing, p.baseline.mixup_alpha)
     if m.bilateral:
         alpha = cumulative_alpha(epoch, p.tmax, p.alpha.schedule, p.alpha.value)
         return alpha, names, bilateral_step(alpha, p.single_pass)

@@ -26,6 +26,7 @@ class BaselineSpec:
     la_tau: float  # logit adjustment: tau
     ldam_max_m: float  # LDAM: largest margin
     ldam_s: float  # LDAM: logit scale of the cosine classifier
+    mixup_alpha: float  # the mixup family: lam ~ Beta(mixup_alpha, mixup_alpha)
 
 
 @dataclass(frozen=True)
