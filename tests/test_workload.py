@@ -229,3 +229,10 @@ def test_every_recipe_claims_the_official_init():
 
     for name in names():
         assert load(name)["model"]["init"] == "official", name
+
+
+def test_the_fingerprint_ends_a_symlink_loop(tmp_path):
+    (tmp_path / "src/cat").mkdir(parents=True)
+    (tmp_path / "src/cat/1.jpg").write_bytes(b"one")
+    (tmp_path / "src/cat/loop").symlink_to(tmp_path / "src", target_is_directory=True)
+    assert source_fingerprint(tmp_path / "src")  # returns: each folder walked once
