@@ -1,21 +1,37 @@
-"""Stage download: the raw dataset in the iNaturalist layout under data/raw (params: data)."""
+"""Stage download: the raw dataset in the iNaturalist layout, shared by every experiment (params: data).
 
-from bbn.files import atomic_dir
+The dataset is built once per version into ``<DVC_ROOT>/data/downloads/raw/<name>-<key>``
+(``bbn.sources.raw``); ``data/raw`` links to it and ``data/raw.json``, the stage's one DVC output,
+names it. The stage always runs (``always_changed``): it only hashes the params, the code and the
+user's files' sizes and dates, so an edit of a source image reaches the later stages, while an
+unchanged dataset costs seconds and leaves ``data/raw.json`` identical, so DVC skips or restores from
+its cache everything downstream, also in the fresh copy of a queued experiment.
+"""
+
+import time
+
+from bbn.files import write_json
 from bbn.sources.datasets import fetch_dataset
+from bbn.sources.raw import dataset_key, point, shared_tree, source_fingerprint
+from stages.deps import code_files
 from stages.params import load_params
-from stages.paths import DOWNLOADS, RAW, resolve
+from stages.paths import DOWNLOADS, RAW, RAW_MANIFEST, resolve
 from stages.runner import run
 
 
 def main() -> None:
+    start = time.perf_counter()
     p = load_params().data
     p = p.model_copy(update={"source": resolve(p.source)})  # the same folder in dvc exp run's copies
+    key = dataset_key(p.model_dump(), code_files("stages.download"), source_fingerprint(p.source))
     # Archives are kept in data/downloads (outside DVC) so that an interrupted download resumes;
-    # data/raw appears only once complete.
-    with atomic_dir(RAW) as out:
-        info = fetch_dataset(p, out, DOWNLOADS)
-    facts = ", ".join(f"{k} {v}" for k, v in info.items() if k != "name")
-    print(f"download: {p.name} ready in {RAW}" + (f" ({facts})" if facts else ""))
+    # the tree appears only once complete.
+    tree, manifest, built = shared_tree(DOWNLOADS / "raw", p.name, key, lambda out: fetch_dataset(p, out, DOWNLOADS))
+    point(RAW, tree)
+    write_json(RAW_MANIFEST, manifest)  # changes exactly when the dataset does: DVC reruns what follows
+    facts = ", ".join(f"{k} {v}" for k, v in manifest.items() if k not in ("name", "content"))
+    how = "built" if built else "unchanged, reused"
+    print(f"download: {p.name} {how} in {time.perf_counter() - start:.1f} s: {RAW} -> {tree}" + (f" ({facts})" if facts else ""))
 
 
 if __name__ == "__main__":

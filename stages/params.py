@@ -49,6 +49,7 @@ class DataParams(_Section):
     test_per_class: int = Field(30, ge=0)
     val_per_class: int = Field(3, ge=0)
     seed: Seed = 0
+    keep_archives: bool = True
 
     @field_validator("md5")
     @classmethod
@@ -136,7 +137,8 @@ class TrainParams(_Section):
     baseline: BaselineParams = BaselineParams()
     seed: Seed = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    num_workers: int = Field(0, ge=-1)
+    num_workers: Literal["auto"] | Annotated[int, Field(ge=-1)] = "auto"
+    max_steps: int = Field(0, ge=0)
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = True
     compile: bool = False

@@ -15,7 +15,8 @@ def project_root() -> Path:
 
 
 ROOT = project_root()
-RAW = Path("data/raw")
+RAW = Path("data/raw")  # a link to the dataset's shared tree (bbn.sources.raw)
+RAW_MANIFEST = Path("data/raw.json")  # what data/raw holds: the download stage's DVC output
 DOWNLOADS = ROOT / "data/downloads"  # kept across experiments, outside DVC
 CHECKPOINTS = ROOT / "checkpoints"  # resume states of interrupted trainings, outside DVC
 STATS = Path("data/stats")

@@ -60,6 +60,7 @@ def _train_loaders(t, pre: dict, train_set: ImageList, dist: Dist, device: torch
     side = t.image_size if square else test_resize(t.image_size, pre["augment"])
     augment = DeviceAugment(pre["augment"], t.image_size, t.crop_padding, t.hflip, mean=pre["mean"], std=pre["std"])
     batching = (t.batch_size, t.seed, dist.rank, dist.world_size, t.accumulate)
+    share = 2 if method(t.method).bilateral else 1  # loaders that read at once: num_workers auto divides by it
     if choose_in_memory(t.in_memory, bank_bytes(train_set.paths, side, square), t.in_memory_max_gb):
         bank = ImageBank.from_files(train_set.paths, train_set.targets, side, square, device, t.gpu_decode)
         if dist.main:
@@ -67,9 +68,9 @@ def _train_loaders(t, pre: dict, train_set: ImageList, dist: Dist, device: torch
         return train_batches(bank, augment, *batching, drop_last=t.drop_last)
     if t.gpu_decode:
         return decoded_batches(train_set.paths, train_set.targets, augment, side, square, device, True,
-                               t.batch_size, t.num_workers, *batching[1:], drop_last=t.drop_last)
+                               t.batch_size, t.num_workers, *batching[1:], share=share, drop_last=t.drop_last)
     return train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
-                         t.accumulate, persistent=not t.deterministic, drop_last=t.drop_last)
+                         t.accumulate, persistent=not t.deterministic, drop_last=t.drop_last, share=share)
 
 
 def _resume_key(params) -> str:
@@ -204,7 +205,8 @@ def _start_run(mlrun: Tracker, params, device, dist: Dist, link: dict) -> None:
     t = params.train
     mlrun.start(flatten(params), run_name=run_name(params), description=describe(params), tags=run_tags() | link | {
         "device": str(device), "world_size": str(dist.world_size), "budget.epochs": str(t.epochs),
-        "budget.image_size": str(t.image_size), "budget.pretrained": str(bool(params.model.pretrained))})
+        "budget.image_size": str(t.image_size), "budget.max_steps": str(t.max_steps),
+        "budget.pretrained": str(bool(params.model.pretrained))})
     mlrun.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
     log_splits(mlrun, params, {name: (pd.read_csv(SPLIT / f"{name}.csv"), SPLIT / f"{name}.csv")
                                for name in ("train", "val")})
@@ -217,7 +219,7 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     with the same results leaves them unchanged), then the MLflow run's (minutes, model) and its end."""
     t = params.train
     curve = pd.DataFrame(history)
-    save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], t.epochs, t.method,
+    save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], len(history), t.method,
                     t.alpha.model_dump(), preprocessing(t.augment, t.normalize, params.data.name),
                     params.prepare.model_dump())  # bbn-predict repeats the prepare step
     write_csv(PLOTS / "learning_curve.csv", curve.drop(columns="seconds", errors="ignore"))
@@ -235,7 +237,8 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
         log_model(tracker, MODEL, example, params.tracking.register)
     tracker.finish()
     write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri})  # after finish: a late-created run has its id
-    print(f"train: {t.epochs} epochs in {minutes:.2f} min, val acc {last['val_acc']:.4f}, run {tracker.run_id}")
+    bound = f" (train.max_steps {t.max_steps}: {int(curve['steps'].sum())} steps)" if t.max_steps else ""
+    print(f"train: {len(history)} epochs{bound} in {minutes:.2f} min, val acc {last['val_acc']:.4f}, run {tracker.run_id}")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 import torch
 import yaml
-from conftest import make_repo, prepared_repo, read_params, sh, stage
+from conftest import prepared_repo, read_params, sh, stage
 from mlflow.tracking import MlflowClient
 
 from stages.params import METHODS
@@ -56,8 +57,10 @@ def _queue_idle(repo) -> bool:
     return not any(word in status for word in ("Queued", "Running"))
 
 
-def test_queued_sweep_runs_in_parallel_into_one_store(tmp_path):
-    repo = make_repo(tmp_path / "sweep", {"train": {"epochs": 1, "lr_steps": [1]}})
+def test_queued_sweep_reuses_the_data_and_runs_in_parallel_into_one_store(tmp_path):
+    repo = prepared_repo(tmp_path / "sweep", {"train": {"epochs": 1, "lr_steps": [1]}})
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "-m", "data stages run")
     assert not (repo / "mlflow.db").exists()  # a fresh store: the runs race to create it
     sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.tmax=3,4")
     sh(repo, "dvc", "queue", "start", "-j", "2")
@@ -68,6 +71,12 @@ def test_queued_sweep_runs_in_parallel_into_one_store(tmp_path):
     status = sh(repo, "dvc", "queue", "status").stdout
     failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
     assert not failed, status + sh(repo, "dvc", "queue", "logs", failed[0], check=False).stdout[-3000:]
+    tasks = [line.split()[0] for line in status.splitlines() if "Success" in line]
+    assert len(tasks) == 2, status
+    for task in tasks:  # the workspace's dataset: the fresh copy links to it, DVC restores the data stages
+        log = sh(repo, "dvc", "queue", "logs", task).stdout
+        assert "download: digits unchanged, reused" in log, log
+        assert not re.findall(r"Running stage '(check|split|stats|prepare)'", log), log
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("bbn").experiment_id])
     assert sorted(r.data.params["train.tmax"] for r in runs) == ["3", "4"]

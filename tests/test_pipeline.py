@@ -115,10 +115,14 @@ def test_predict_prints_the_evaluation_top1(tiny_repo, repro):
     assert pd.read_csv(tiny_repo / "three.csv")["category_id"].tolist() == [int(r[1]) for r in rows]
 
 
-def test_second_repro_runs_nothing(tiny_repo, repro):
+def test_second_repro_runs_only_the_dataset_check(tiny_repo, repro):
+    """download always runs (always_changed: it checks the user's files in a second) and, the dataset
+    being the same, leaves data/raw.json as it was: DVC runs nothing after it."""
+    manifest = (tiny_repo / "data/raw.json").read_bytes()
     again = sh(tiny_repo, "dvc", "repro")
-    assert ran(again.stdout) == []
-    assert "up to date" in sh(tiny_repo, "dvc", "status").stdout
+    assert ran(again.stdout) == ["download"] and "unchanged, reused" in again.stdout
+    assert (tiny_repo / "data/raw.json").read_bytes() == manifest
+    assert sh(tiny_repo, "dvc", "status").stdout.split() == ["download:", "always", "changed"]
 
 
 def test_one_mlflow_run_with_dotted_params_and_artifacts(tiny_repo, repro):

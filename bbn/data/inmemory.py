@@ -242,12 +242,12 @@ class DecodedBatches(DeviceBatches):
 
 
 def decoded_batches(paths: Sequence[str], targets: Sequence[int], augment: DeviceAugment, side: int,
-                    square: bool, device: torch.device, gpu: bool, batch_size: int, num_workers: int, seed: int,
-                    rank: int = 0, world_size: int = 1, accumulate: int = 1, **step_options
+                    square: bool, device: torch.device, gpu: bool, batch_size: int, num_workers: int | str, seed: int,
+                    rank: int = 0, world_size: int = 1, accumulate: int = 1, share: int = 2, **step_options
                     ) -> dict[str, DecodedBatches]:
     """``train_batches`` for files decoded batch by batch on ``device`` (``DecodedBatches``);
-    ``num_workers`` as ``train_loaders`` (-1: the CPUs, shared by two loaders)."""
-    files, workers = EncodedFiles(paths, targets), resolve_workers(num_workers, share=2)
+    ``num_workers`` and ``share`` as ``train_loaders`` (auto: the CPUs, shared by the loaders that run at once)."""
+    files, workers = EncodedFiles(paths, targets), resolve_workers(num_workers, share)
     return {name: DecodedBatches(files, StepBatches(s, batch_size, world_size, rank, accumulate, **step_options),
                                  augment, rank_seed(seed, rank), stream, side, square, device, gpu, workers)
             for stream, (name, s) in enumerate(_samplers(list(targets), seed, rank).items())}

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bbn.data.decode import decode
 from bbn.data.samplers import ClassBalancedSampler, ReversedSampler, StepBatches, UniformSampler, rank_seed
-from bbn.errors import BBNError
+from bbn.errors import ArgError, BBNError
 
 
 class ImageList(Dataset):
@@ -40,13 +40,18 @@ class ImageList(Dataset):
         return self.transform(image), self.targets[i]
 
 
-def resolve_workers(num_workers: int, share: int = 1) -> int:
-    """``num_workers`` -1: the CPUs this process may use, shared among ``share`` loaders that run
-    side by side (BBN's uniform and reversed loaders)."""
-    if num_workers >= 0:
-        return num_workers
-    share *= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: processes on this node
-    return max(1, len(os.sched_getaffinity(0)) // share)
+def resolve_workers(num_workers: int | str, share: int = 1) -> int:
+    """DataLoader worker processes for ``num_workers``: a count as given, or ``"auto"`` (also -1):
+    the CPUs this process may use (``os.sched_getaffinity``), shared among the ``share`` loaders
+    that run side by side (BBN's uniform and reversed loaders) and, under torchrun, among the
+    processes of this node (``LOCAL_WORLD_SIZE``); at least 1. A BBN step reads two images per
+    sample, so a GPU needs every core decoding (README "Training on iNaturalist 2019")."""
+    if num_workers == "auto" or num_workers == -1:
+        share *= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return max(1, len(os.sched_getaffinity(0)) // max(1, share))
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ArgError("num_workers", f"{num_workers!r}: a worker count >= 0, or auto")
+    return num_workers
 
 
 def _loader(dataset: Dataset, num_workers: int, persistent: bool = True, **batching) -> DataLoader:
@@ -54,19 +59,20 @@ def _loader(dataset: Dataset, num_workers: int, persistent: bool = True, **batch
     return DataLoader(dataset, num_workers=num_workers, pin_memory=torch.cuda.is_available(), **batching, **extra)
 
 
-def train_loaders(dataset: ImageList, batch_size: int, num_workers: int, seed: int, rank: int = 0,
+def train_loaders(dataset: ImageList, batch_size: int, num_workers: int | str, seed: int, rank: int = 0,
                   world_size: int = 1, accumulate: int = 1, persistent: bool = True,
-                  drop_last: bool = False) -> dict[str, DataLoader]:
+                  drop_last: bool = False, share: int = 2) -> dict[str, DataLoader]:
     """The 'uniform' and 'reversed' loaders of BBN (of equal length, zipped batch by batch) and the
     'balanced' loader of the re-sampling baselines, each yielding this rank's micro-batches of
     ``batch_size`` (``StepBatches``). Workers start only for the loaders iterated; ``persistent``
     False restarts them every epoch, seeded from that epoch's RNG (deterministic training).
-    ``drop_last``: no last, partial step (the official BBN loaders)."""
+    ``drop_last``: no last, partial step (the official BBN loaders). ``share``: how many of them run
+    at once (2 for BBN, 1 for a single-sampler baseline): ``num_workers`` auto is divided by it."""
     n, mine = len(dataset), rank_seed(seed, rank)
     samplers = {"uniform": UniformSampler(n, seed=seed),  # one permutation, shared out among ranks
                 "reversed": ReversedSampler(dataset.targets, num_samples=n, seed=mine),
                 "balanced": ClassBalancedSampler(dataset.targets, num_samples=n, seed=mine)}
-    workers = resolve_workers(num_workers, share=2)
+    workers = resolve_workers(num_workers, share)
     return {name: _loader(dataset, workers, persistent,
                           batch_sampler=StepBatches(s, batch_size, world_size, rank, accumulate, drop_last))
             for name, s in samplers.items()}
@@ -78,6 +84,6 @@ def eval_batch_size(batch_size: int, device: torch.device) -> int:
     return batch_size or (64 if device.type == "cpu" else 256)
 
 
-def eval_loader(dataset: ImageList, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+def eval_loader(dataset: ImageList, batch_size: int, num_workers: int | str, device: torch.device) -> DataLoader:
     """Evaluation batches in dataset order; ``batch_size`` 0 chooses by device (``eval_batch_size``)."""
     return _loader(dataset, resolve_workers(num_workers), batch_size=eval_batch_size(batch_size, device))

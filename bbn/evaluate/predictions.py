@@ -38,7 +38,7 @@ def class_indices(frame: pd.DataFrame, category_ids, source: str) -> list[int]:
 
 
 def predict_frame(model: BilateralNet, ckpt: dict, frame: pd.DataFrame, source: str, batch_size: int,
-                  num_workers: int, alpha: float, tta_flip: bool, device: torch.device, originals: bool = False):
+                  num_workers: int | str, alpha: float, tta_flip: bool, device: torch.device, originals: bool = False):
     """(logits, targets) for the images of ``frame`` (columns path, category_id). ``originals``:
     the paths are original files, which go through the checkpoint's prepare step in memory first
     (``bbn.data.prepare.prepared_image``), so that they give the logits of their prepared copies."""

@@ -16,9 +16,11 @@ caller must not let a cache take over (move, or make read-only) that tree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,7 +29,7 @@ from bbn.data.decode import is_image_name, is_os_metadata
 from bbn.errors import ArgError, BBNError
 from bbn.files import atomic_dir, locked, remove_stale
 from bbn.sources import cifar, embedded, imagefolder
-from bbn.sources.download import fetch, md5sum, safe_extract, verified
+from bbn.sources.download import fetch, safe_extract, stream_extract
 from bbn.sources.layout import Record, link, write_dataset
 from bbn.sources.longtail import index_digest, longtail_subsample
 
@@ -82,22 +84,38 @@ def _link_tree(src: Path, out: Path) -> None:
 
 
 def fetch_inat(p, out: Path, downloads: Path) -> dict:
+    """The official archives, each fetched (or read from ``data.source``), verified and extracted
+    once, in parallel (one thread per archive: md5 and zlib release the GIL), then linked into ``out``."""
     files = {name: _md5_for(p, name, md5) for name, md5 in INAT[p.name].items()}
     if p.source and any(_source(p).glob("train*.json")):
         _link_tree(_source(p), out)
         return {"source": "linked"}
-    for name, md5 in files.items():
-        if p.source:  # the user's copy, checked where it lies, never copied
-            local = _source(p) / name
-            if not local.is_file():
-                raise ArgError("source", f"{local} not found (expected the official archives)")
-            if not verified(local, md5, downloads / "verified" / f"{name}.md5"):
-                raise BBNError(f"{local}: md5 mismatch (expected {md5}); re-download it")
-        else:
-            base = p.mirror or INAT_URL.format(year=p.name.removeprefix("inat"))
-            local = fetch(base.rstrip("/") + "/" + name, downloads / name, md5)
-        _link_tree(_unpacked(local, downloads, md5), out)
+    with ThreadPoolExecutor(max_workers=len(files)) as pool:
+        trees = list(pool.map(lambda item: _inat_archive(p, *item, downloads), files.items()))
+    for tree in trees:
+        _link_tree(tree, out)
     return {"source": "archives"}
+
+
+def _inat_archive(p, name: str, md5: str, downloads: Path) -> Path:
+    """``name`` extracted under ``downloads/extracted``, verified against ``md5``. An extraction
+    that exists is used as it is: no download, no hashing. ``data.keep_archives`` false deletes a
+    downloaded archive once its verified extraction is complete (also one left by a run killed
+    between the two); the user's own archives (``data.source``) are never deleted."""
+    dest = _extraction(downloads, name, md5)
+    if p.source:
+        local = _source(p) / name
+        if not dest.is_dir() and not local.is_file():
+            raise ArgError("source", f"{local} not found (expected the official archives)")
+        return dest if dest.is_dir() else _unpacked(local, downloads, md5)  # verified while extracted
+    local = downloads / name
+    if not dest.is_dir():
+        base = p.mirror or INAT_URL.format(year=p.name.removeprefix("inat"))
+        _unpacked(fetch(base.rstrip("/") + "/" + name, local, md5), downloads, md5)
+    if not p.keep_archives:  # the extraction is complete: one copy of the images on disk
+        local.unlink(missing_ok=True)
+        local.with_name(local.name + ".md5").unlink(missing_ok=True)
+    return dest
 
 
 def _is_python_cifar(path: Path) -> bool:
@@ -108,19 +126,26 @@ def _is_python_cifar(path: Path) -> bool:
         raise BBNError(f"{path}: cannot open ({exc})") from None
 
 
+def _extraction(downloads: Path, name: str, key: str) -> Path:
+    return downloads / "extracted" / f"{name}-{key[:12]}"
+
+
 def _unpacked(archive: Path, downloads: Path, md5: str | None = None) -> Path:
     """``archive`` extracted once under ``downloads/extracted`` (kept while the archive is unchanged),
-    so that rebuilding data/raw, e.g. in a queued experiment's copy of the repo, only links files.
-    Extraction runs under a lock (one extraction per archive); what a killed one left is removed."""
-    extracted = downloads / "extracted"
-    dest = extracted / f"{archive.name}-{(md5 or md5sum(archive))[:12]}"
-    extracted.mkdir(parents=True, exist_ok=True)
-    with locked(extracted / ".lock"):
-        for pattern in ("tmp*", ".*.tmp"):  # killed extractions: earlier versions' folders, and ours
-            remove_stale(extracted, pattern)
+    so that rebuilding data/raw, e.g. for a new dataset version, only links files. With ``md5`` the
+    bytes are verified on the same pass as the extraction (``stream_extract``) and a mismatch keeps
+    nothing; without, the folder is named by the archive's size and date. One extraction per archive
+    at a time (a lock each, so different archives extract in parallel); what a killed one left is removed."""
+    st = archive.stat()
+    dest = _extraction(downloads, archive.name, md5 or hashlib.md5(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with locked(dest.parent / f".{dest.name}.lock"):
+        remove_stale(dest.parent, "tmp*")  # killed extractions of earlier versions (ours: atomic_dir's)
         if not dest.is_dir():
             with atomic_dir(dest) as tmp:
-                safe_extract(archive, tmp)
+                got = stream_extract(archive, tmp)
+                if md5 and got != md5:
+                    raise BBNError(f"{archive}: md5 mismatch (expected {md5}, got {got}); re-download it")
     return dest
 
 

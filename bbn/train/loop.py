@@ -156,19 +156,23 @@ ROW = ("train_loss", "train_acc", "train_acc_conventional", "train_acc_rebalanci
 
 def train_epoch(model: nn.Module, loaders: list[DataLoader], step: Step, optimizer, device: torch.device,
                 epoch: int, speed: Speed = Speed(), scaler: torch.amp.GradScaler | None = None,
-                accumulate: int = 1, dist: Dist = Dist()) -> dict[str, float]:
+                accumulate: int = 1, dist: Dist = Dist(), max_steps: int = 0) -> dict[str, float]:
     """One epoch over ``loaders`` zipped batch by batch (BBN: uniform and reversed; a baseline: one),
     ``step`` giving each micro-batch's loss and accuracies. ``model``: the network, or its
     ``Branches`` in DDP. Returns the epoch's means over every rank's images (NaN where a step
-    reports nothing, e.g. the re-balancing branch of a baseline) and the optimizer steps taken."""
+    reports nothing, e.g. the re-balancing branch of a baseline) and the optimizer steps taken.
+    ``max_steps`` > 0 ends the epoch after that many optimizer steps (a smoke run on full data)."""
     forward = _forward_module(model)
     forward.train()
     for loader in loaders:
         _set_epoch(loader, epoch)
     steps = _Steps(forward, optimizer, scaler, accumulate)
     meters = {k: _Meter() for k in ROW}
-    progress = epoch_progress(len(loaders[0]), f"epoch {epoch}", enabled=dist.main)
+    total = min(len(loaders[0]), max_steps * accumulate) if max_steps else len(loaders[0])
+    progress = epoch_progress(total, f"epoch {epoch}", enabled=dist.main)
     for micro, pairs in enumerate(zip(*loaders)):
+        if micro == total:
+            break
         pairs = [(speed.to(x, device), y.to(device, non_blocking=True)) for x, y in pairs]
         with steps.context(micro):
             with speed.autocast(device):
@@ -224,8 +228,10 @@ def _set_up(model: BilateralNet, p, device: torch.device, dist: Dist) -> None:
 def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | None, p, device: torch.device,
         counts: torch.Tensor, on_epoch: Callable[[int, dict, dict], None] = lambda epoch, row, state: None,
         dist: Dist = Dist(), resume: dict | None = None) -> list[dict]:
-    """Train for ``p.epochs`` epochs; ``on_epoch(epoch, row, state)`` sees every epoch's number
-    (1-based, as ``row['epoch']``), numbers and the state to checkpoint (optimizer, scaler, history).
+    """Train for ``p.epochs`` epochs, or until ``p.max_steps`` optimizer steps in all when that is
+    > 0 (the epoch in progress then ends early, is validated and is the last). ``on_epoch(epoch, row,
+    state)`` sees every epoch's number (1-based, as ``row['epoch']``), numbers and the state to
+    checkpoint (optimizer, scaler, history).
 
     ``p``: the training arguments (the train section's fields: method, epochs, lr, ... ``val_alpha``);
     ``loaders``: the 'uniform', 'reversed' and 'balanced' training loaders; ``counts`` (C,): training
@@ -244,7 +250,10 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
         scaler.load_state_dict(resume["scaler"])
     val_alpha = m.test_alpha(p.alpha.schedule, p.alpha.value, p.val_alpha)
     peak = effective_lr(p, dist.world_size)
+    done = sum(int(row.get("steps", 0)) for row in history)  # optimizer steps so far (train.max_steps)
     for epoch in range(len(history) + 1, p.epochs + 1):
+        if p.max_steps and done >= p.max_steps:
+            break
         seed_everything(epoch_seed(p.seed, dist.rank, epoch))
         start = time.perf_counter()
         lr = lr_at(epoch, peak, p.warmup_epochs, p.lr_steps, p.lr_factor)
@@ -253,7 +262,8 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
         alpha, names, step = epoch_step(p, epoch, counts)
         row = {"epoch": epoch, "alpha": alpha, "lr": lr}
         row |= train_epoch(forward, [loaders[n] for n in names], step, optimizer, device, epoch, speed, scaler,
-                           p.accumulate, dist)
+                           p.accumulate, dist, p.max_steps - done if p.max_steps else 0)
+        done += row["steps"]
         row |= validate(model, val if dist.main else None, device, val_alpha)
         row["seconds"] = time.perf_counter() - start
         history.append(row)
