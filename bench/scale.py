@@ -56,18 +56,11 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, env=env(repo), check=True, capture_output=True)
 
 
-def has_max_steps() -> bool:
-    from stages.params import TrainParams
-    return "max_steps" in TrainParams.model_fields
-
-
 def params(url: str, md5: dict, steps: int, smoke: bool) -> dict:
     """The project's params.yaml + the recipe + the benchmark's overrides."""
     from stages.recipe import load
     out = merge(read_params(ROOT / "params.yaml"), load(RECIPE)) | {"recipe": RECIPE}
     train = {"in_memory": "off", "max_steps": steps}
-    if not has_max_steps():  # TODO(i23): drop once train.max_steps is merged: one epoch at 32 px bounds it
-        train = {"in_memory": "off", "epochs": 1, "lr_steps": [], "image_size": 32}
     out = merge(out, {"data": {"name": "inat2019", "mirror": url, "md5": md5}, "train": train})
     return merge(out, SMOKE) if smoke else out
 
@@ -129,7 +122,7 @@ def run_scale(scale: float, a, work: Path) -> dict:
     return {"scale": scale, "counts": manifest["counts"], "classes": manifest["classes"],
             "archive_bytes": sum(manifest["archive_bytes"].values()), "generate_s": generate_s,
             "timings": [vars(t) | {"output": t.output[-2000:]} for t in timings], "disk": disk, "queue": queue,
-            "max_steps": a.max_steps if has_max_steps() else None}
+            "max_steps": a.max_steps}
 
 
 def summary(t: Timing) -> str:
@@ -148,7 +141,7 @@ def parse_args(argv=None):
     ap.add_argument("--smoke", action="store_true", help="20 classes, 96-px images, 32-px training: ~1 min")
     ap.add_argument("--classes", type=int, default=None, help=f"default {inat_synth.CLASSES} (smoke: 20)")
     ap.add_argument("--px", type=int, default=None, help="longer image side, default 800 (smoke: 96)")
-    ap.add_argument("--max-steps", type=int, default=2, help="train.max_steps of the timed training")
+    ap.add_argument("--max-steps", type=int, default=1, help="train.max_steps of the timed training")
     ap.add_argument("--queued", type=int, default=2, help="queued train.tmax experiments at the first scale (0: none)")
     ap.add_argument("--work", type=Path, default=None, help="data and run folders (default: a temporary one; "
                     "the generated data is reused from here)")

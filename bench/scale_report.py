@@ -93,7 +93,7 @@ def stage_table(results: list[dict], cores: int) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in stage_rows(results, cores):
         full = ["GPU-bound (below)"] * 2 if row["fixed"] else [_duration(row["full_1"]), _duration(row["full_n"])]
-        name = f"{row['what']} (fixed {results[0].get('max_steps') or 'epoch'} steps: seconds)" if row["fixed"] else row["what"]
+        name = f"{row['what']} ({results[0]['max_steps']} step(s): seconds)" if row["fixed"] else row["what"]
         lines.append("| " + " | ".join([name, row["cores"], *row["cells"], f"{row['growth']:.2f}", f"{row['rss_mib']:,.0f}",
                                         f"{row['kb_per_img']:,.1f}", f"{row['files_per_img']:.2f}", row["load"], *full]) + " |")
     return "\n".join(lines)

@@ -76,7 +76,10 @@ def test_scale_smoke_end_to_end(tmp_path):
         assert [t["what"] for t in result["timings"]] == [*stages, "dvc status (no-op)", "dvc repro (no-op)"]
         for t in result["timings"]:
             assert t["wall_s"] > 0 and t["cpu_s"] > 0 and t["rss_mib"] > 0 and len(t["load"]) == 2, t["what"]
-            assert t["ran"] == ([t["what"]] if t["what"] in stages else []), t["what"]
+            if t["what"] in stages:
+                assert t["ran"] == [t["what"]]
+            else:  # a no-op: at most the always-run download stage (it links data/raw to the shared tree)
+                assert set(t["ran"]) <= {"download"}, t
         by = {t["what"]: t for t in result["timings"]}
         assert by["download"]["bytes"] >= result["archive_bytes"]  # the archives, then what they hold
         assert by["prepare"]["files"] >= sum(result["counts"].values())  # a prepared copy per image
