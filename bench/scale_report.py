@@ -4,7 +4,8 @@ Per-image costs divide a step's wall and CPU seconds by every image of the datas
 (train + val + test). Growth = the per-image CPU cost at the largest scale / at the smallest (1.00:
 linear; below 1: a fixed cost, e.g. DVC and Python start-up, spread over more images; above 1:
 worse than linear). Full size: the line through the two outermost points, CPU seconds = fixed +
-marginal x images, at 303,593 images: on one core for the steps that run in one process; for those
+marginal x images, at 303,593 images (a line that falls, noise above the per-image cost: the larger
+value as a fixed cost): on one core for the steps that run in one process; for those
 that spread over every core the marginal part divided by ``--cores`` (perfect scaling: a lower
 bound on the time). CPU seconds, not wall, are extrapolated because this machine is shared: the
 wall of a timing grows with the load average (shown). ``train`` runs a fixed number of steps
@@ -61,7 +62,9 @@ def line(results: list[dict], values: list[float]) -> tuple[float, float]:
     """(fixed, marginal per image) of the line through the smallest and largest scale's values."""
     n0, n1 = images(results[0]), images(results[-1])
     marginal = (values[-1] - values[0]) / (n1 - n0) if n1 != n0 else values[-1] / n1
-    return values[0] - marginal * n0, marginal
+    if marginal <= 0:  # no measurable growth (noise above the per-image cost): the larger value, as fixed
+        return max(values), 0.0
+    return max(values[0] - marginal * n0, 0.0), marginal
 
 
 def stage_rows(results: list[dict], cores: int) -> list[dict]:
@@ -81,7 +84,7 @@ def stage_rows(results: list[dict], cores: int) -> list[dict]:
                      "kb_per_img": per_scale[-1]["bytes"] / 1024 / images(results[-1]),
                      "files_per_img": per_scale[-1]["files"] / images(results[-1]),
                      "load": " / ".join(f"{t['load'][0]:.1f}→{t['load'][1]:.1f}" for t in per_scale),
-                     "full_1": max(base, 0) + full, "full_n": max(base, 0) + full / (cores if what in ALL_CORES else 1)})
+                     "full_1": base + full, "full_n": base + full / (cores if what in ALL_CORES else 1)})
     return rows
 
 
