@@ -172,7 +172,7 @@ def _images(pool, tar: tarfile.TarFile, tasks: list[tuple], names: list[str], de
         records.append({"id": tasks[i][2], "width": width, "height": height, "file_name": names[i],
                         "license": 1, "rights_holder": "synthetic", "bytes": len(data)})
         if (i + 1) % 1000 == 0:
-            print(f"  {desc}: {i + 1}/{len(tasks)} images, {time.monotonic() - start:.0f} s", flush=True)
+            print(f"  {desc}: {i + 1}/{len(tasks)} images, {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
     return records
 
 

@@ -56,18 +56,23 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, env=env(repo), check=True, capture_output=True)
 
 
-def params(url: str, md5: dict, steps: int, smoke: bool) -> dict:
-    """The project's params.yaml + the recipe + the benchmark's overrides."""
+def params(url: str, md5: dict, a) -> dict:
+    """The project's params.yaml + the recipe + the benchmark's overrides (``--accumulate``: the
+    recipe's global batch in that many micro-batches, so that a CPU step fits in memory)."""
     from stages.recipe import load
     out = merge(read_params(ROOT / "params.yaml"), load(RECIPE)) | {"recipe": RECIPE}
-    train = {"in_memory": "off", "max_steps": steps}
+    batch = out["train"]["batch_size"]
+    if batch % a.accumulate:
+        raise SystemExit(f"--accumulate {a.accumulate} does not divide the recipe's batch of {batch}")
+    train = {"in_memory": "off", "max_steps": a.max_steps, "batch_size": batch // a.accumulate, "accumulate": a.accumulate,
+             "lr": out["train"]["lr"] / a.accumulate}  # train.lr_scaling linear multiplies it back
     out = merge(out, {"data": {"name": "inat2019", "mirror": url, "md5": md5}, "train": train})
-    return merge(out, SMOKE) if smoke else out
+    return merge(out, SMOKE) if a.smoke else out
 
 
-def make_repo(dest: Path, url: str, md5: dict, steps: int, smoke: bool) -> Path:
+def make_repo(dest: Path, url: str, md5: dict, a) -> Path:
     copy_project(dest)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params(url, md5, steps, smoke), sort_keys=False))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params(url, md5, a), sort_keys=False))
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", f"bench: {RECIPE} on synthetic data")
@@ -113,7 +118,7 @@ def run_scale(scale: float, a, work: Path) -> dict:
     repo_dir = work / f"run-{tag}"
     shutil.rmtree(repo_dir, ignore_errors=True)
     with serve(work / f"data-{tag}", lifetime=a.timeout) as url:
-        repo = make_repo(repo_dir / "bbn", url, manifest["md5"], a.max_steps, a.smoke)
+        repo = make_repo(repo_dir / "bbn", url, manifest["md5"], a)
         timings = time_stages(repo, a)
         disk = disk_usage(repo)
         queue = queued_experiments(repo, env(repo), a.queued, a.timeout) if a.queued and scale == a.scales[0] else None
@@ -122,7 +127,7 @@ def run_scale(scale: float, a, work: Path) -> dict:
     return {"scale": scale, "counts": manifest["counts"], "classes": manifest["classes"],
             "archive_bytes": sum(manifest["archive_bytes"].values()), "generate_s": generate_s,
             "timings": [vars(t) | {"output": t.output[-2000:]} for t in timings], "disk": disk, "queue": queue,
-            "max_steps": a.max_steps}
+            "max_steps": a.max_steps, "accumulate": a.accumulate}
 
 
 def summary(t: Timing) -> str:
@@ -142,6 +147,8 @@ def parse_args(argv=None):
     ap.add_argument("--classes", type=int, default=None, help=f"default {inat_synth.CLASSES} (smoke: 20)")
     ap.add_argument("--px", type=int, default=None, help="longer image side, default 800 (smoke: 96)")
     ap.add_argument("--max-steps", type=int, default=1, help="train.max_steps of the timed training")
+    ap.add_argument("--accumulate", type=int, default=8, help="train.accumulate: the recipe's batch of 128 in micro-batches "
+                    "of 128/N (a CPU step of 128 x 2 images at 224 px needs ~20 GB)")
     ap.add_argument("--queued", type=int, default=2, help="queued train.tmax experiments at the first scale (0: none)")
     ap.add_argument("--work", type=Path, default=None, help="data and run folders (default: a temporary one; "
                     "the generated data is reused from here)")
@@ -152,7 +159,7 @@ def parse_args(argv=None):
     a.scales = sorted(inat_synth.parse_scale(s) for s in a.scales.split(","))
     if a.smoke:
         a.scales = a.scales if "--scales" in (argv or sys.argv) else [1 / 200, 1 / 100]
-        a.max_steps, a.queued = 1, min(a.queued, 1)
+        a.max_steps, a.queued, a.accumulate = 1, min(a.queued, 1), 1
     a.classes = a.classes or (20 if a.smoke else inat_synth.CLASSES)
     a.px = a.px or (96 if a.smoke else 800)
     return a
