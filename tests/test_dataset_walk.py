@@ -57,7 +57,7 @@ def _raw_names(tmp: Path, split: str) -> list[str]:
 
 def test_hidden_copies_are_no_data_and_no_test_image_has_a_copy_in_train(tmp_path, capsys):
     out = _stages(tmp_path, CASES / "hidden_subfolders_duplicates" / "tree", capsys, "check", "split", "stats")
-    assert "check: 14 images, 0 unreadable" in out and "0 in 0 sets of byte-identical copies" in out
+    assert "check: 14 images, 0 unreadable" in out and "0 in 0 sets of byte-identical copies (0 labelled" in out
     assert "0 test image(s) with a copy among the training images" in out
     names = _raw_names(tmp_path, "train") + _raw_names(tmp_path, "test")
     assert len(names) == 14 and not any("/." in n for n in names)
@@ -79,12 +79,21 @@ def test_a_planted_test_copy_is_listed_counted_and_can_stop_the_split(tmp_path, 
     tree = _leaky_tree(tmp_path / "tree")
     repo = tmp_path / "repo"
     out = _stages(repo, tree, capsys, "check", "split", "stats")
-    assert "2 in 1 sets of byte-identical copies, 1 test image(s) with a copy among the training images" in out
+    assert "2 in 1 sets of byte-identical copies (0 labelled with different categories), 1 test image(s) with a " \
+        "copy among the training images" in out
     dup = read_csv(repo / "data" / "stats" / "duplicates.csv")
     assert sorted(dup["split"]) == ["test", "train"] and dup["sha256"].nunique() == 1
     assert json.loads((repo / "metrics" / "stats.json").read_text())["test_images_in_train"] == 1
     with pytest.raises(BBNError, match=r"1 test image\(s\) have a byte-identical copy .*te0.jpg.*allow_test_dup"):
         _stages(tmp_path / "strict", tree, capsys, "check", "split", check={"allow_test_duplicates": False})
+
+
+def test_copies_in_two_class_folders_are_named(tmp_path, capsys):
+    tree = _leaky_tree(tmp_path / "tree")
+    shutil.copy(tree / "train" / "cat" / "tr1.jpg", tree / "train" / "dog" / "tr9.jpg")
+    out = _stages(tmp_path / "repo", tree, capsys, "check")
+    assert "check: warning: byte-identical copies of " in out and "are labelled with categories [0, 1]" in out
+    assert "(1 labelled with different categories)" in out
 
 
 @pytest.mark.parametrize("seed", range(4))
