@@ -232,3 +232,42 @@ def test_the_report_warns_about_runs_tested_on_training_images():
     assert "1 run (r2) were tested on images with a byte-identical copy" in leakage_note(runs)
     assert "up to 6" in leakage_note(runs)
     assert leakage_note(runs.iloc[:1]) == "" and leakage_note(pd.DataFrame({"run_id": ["r"]})) == ""
+
+
+def test_cifar_and_inat_trees_use_the_same_walk(tmp_path):
+    """The other entry points: a CIFAR ImageFolder tree with hidden copies, an iNat tree whose image
+    folder is a link and which holds a hidden folder."""
+    src = tmp_path / "cifar10"
+    for split, n in (("train", (6, 4)), ("test", (2, 2))):
+        for c, (name, k) in enumerate(zip(("airplane", "bird"), n)):
+            (src / split / name / ".thumbnails").mkdir(parents=True)
+            for i in range(k):
+                (src / split / name / f"{i}.jpg").write_bytes(_jpeg(100 * c + 10 * (split == "test") + i))
+                (src / split / name / ".thumbnails" / f"{i}.jpg").write_bytes(_jpeg(i))
+    out = tmp_path / "raw"
+    fetch_dataset(DataParams(name="cifar10_lt", source=str(src), n_max=6, imbalance_ratio=1.5), out, tmp_path / "dl")
+    names = [im["file_name"] for s in ("train", "test") for im in json.loads((out / f"{s}.json").read_text())["images"]]
+    assert len(names) == 6 + 4 + 4 and not any("/." in n for n in names)
+
+    inat, images = tmp_path / "inat", tmp_path / "elsewhere"
+    (images / "0").mkdir(parents=True)
+    (images / ".cache").mkdir()
+    for i in range(2):
+        (images / "0" / f"{i}.jpg").write_bytes(_jpeg(i))
+        (images / ".cache" / f"{i}.jpg").write_bytes(_jpeg(i))
+    inat.mkdir()
+    os.symlink(images, inat / "train_val2019")
+    (inat / "test2019").mkdir()
+    (inat / "test2019" / "t.jpg").write_bytes(_jpeg(9))
+    cats = [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]
+    ims = [{"id": i, "file_name": f"train_val2019/0/{i}.jpg"} for i in range(2)]
+    ann = [{"id": i, "image_id": i, "category_id": i} for i in range(2)]
+    for split in ("train", "val"):
+        (inat / f"{split}2019.json").write_text(json.dumps({"images": ims, "annotations": ann, "categories": cats}))
+    (inat / "test2019.json").write_text(json.dumps({"images": [{"id": 5, "file_name": "test2019/t.jpg"}],
+                                                    "categories": cats}))
+    out = tmp_path / "inat_raw"
+    fetch_dataset(DataParams(name="inat2019", source=str(inat)), out, tmp_path / "dl")
+    linked = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
+    assert linked == ["test2019/t.jpg", "train_val2019/0/0.jpg", "train_val2019/0/1.jpg"]
+    assert not any(p.is_symlink() for p in out.rglob("*"))
