@@ -10,7 +10,7 @@ dataset, not again when a statistics param changes.
 
 import pandas as pd
 
-from bbn.data.duplicates import copies_of_test_images, duplicate_rows
+from bbn.data.duplicates import conflicting_labels, copies_of_test_images, duplicate_rows
 from bbn.data.imagecheck import UNSUPPORTED, inspect_images, unreadable_rows
 from bbn.data.inat import find_json, load_categories, load_images, require_two_classes
 from bbn.files import write_csv
@@ -32,9 +32,13 @@ def main() -> None:
     for row in unreadable.itertuples():
         print(f"check: unreadable {row.split} image {row.image_id}: {row.path}: {row.reason} (excluded)")
     unsupported = int(unreadable["reason"].str.startswith(UNSUPPORTED).sum())
-    leaked = copies_of_test_images(duplicates)
+    leaked, mixed = copies_of_test_images(duplicates), conflicting_labels(duplicates)
+    for row in mixed.drop_duplicates("sha256").itertuples():
+        labels = sorted(set(mixed.loc[mixed["sha256"] == row.sha256, "category_id"]))
+        print(f"check: warning: byte-identical copies of {row.path} are labelled with categories {labels}")
     print(f"check: {len(images)} images, {len(unreadable)} unreadable ({unsupported} of an unsupported format), "
-          f"{len(duplicates)} in {duplicates['sha256'].nunique()} sets of byte-identical copies, "
+          f"{len(duplicates)} in {duplicates['sha256'].nunique()} sets of byte-identical copies "
+          f"({mixed['sha256'].nunique()} labelled with different categories), "
           f"{len(leaked)} test image(s) with a copy among the training images")
 
 

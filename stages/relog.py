@@ -17,7 +17,7 @@ import yaml
 
 from bbn.errors import BBNError, run
 from bbn.files import read_csv
-from bbn.tracking.store import open_store
+from bbn.tracking.failures import open_store
 from bbn.train.loop import finite
 from stages.params import flatten, load_params
 from stages.runs import describe, run_name, run_tags, store_uri, tracker

@@ -56,7 +56,7 @@ def _raw_names(tmp: Path, split: str) -> list[str]:
 
 def test_hidden_copies_are_no_data_and_no_test_image_has_a_copy_in_train(tmp_path, capsys):
     out = _stages(tmp_path, CASES / "hidden_subfolders_duplicates" / "tree", capsys, "check", "split", "stats")
-    assert "check: 14 images, 0 unreadable" in out and "0 in 0 sets of byte-identical copies" in out
+    assert "check: 14 images, 0 unreadable" in out and "0 in 0 sets of byte-identical copies (0 labelled" in out
     assert "0 test image(s) with a copy among the training images" in out
     names = _raw_names(tmp_path, "train") + _raw_names(tmp_path, "test")
     assert len(names) == 14 and not any("/." in n for n in names)
@@ -78,12 +78,21 @@ def test_a_planted_test_copy_is_listed_counted_and_can_stop_the_split(tmp_path, 
     tree = _leaky_tree(tmp_path / "tree")
     repo = tmp_path / "repo"
     out = _stages(repo, tree, capsys, "check", "split", "stats")
-    assert "2 in 1 sets of byte-identical copies, 1 test image(s) with a copy among the training images" in out
+    assert "2 in 1 sets of byte-identical copies (0 labelled with different categories), 1 test image(s) with a " \
+        "copy among the training images" in out
     dup = read_csv(repo / "data" / "stats" / "duplicates.csv")
     assert sorted(dup["split"]) == ["test", "train"] and dup["sha256"].nunique() == 1
     assert json.loads((repo / "metrics" / "stats.json").read_text())["test_images_in_train"] == 1
     with pytest.raises(BBNError, match=r"1 test image\(s\) have a byte-identical copy .*te0.jpg.*allow_test_dup"):
         _stages(tmp_path / "strict", tree, capsys, "check", "split", check={"allow_test_duplicates": False})
+
+
+def test_copies_in_two_class_folders_are_named(tmp_path, capsys):
+    tree = _leaky_tree(tmp_path / "tree")
+    shutil.copy(tree / "train" / "cat" / "tr1.jpg", tree / "train" / "dog" / "tr9.jpg")
+    out = _stages(tmp_path / "repo", tree, capsys, "check")
+    assert "check: warning: byte-identical copies of " in out and "are labelled with categories [0, 1]" in out
+    assert "(1 labelled with different categories)" in out
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -222,3 +231,42 @@ def test_the_report_warns_about_runs_tested_on_training_images():
     assert "1 run (r2) were tested on images with a byte-identical copy" in leakage_note(runs)
     assert "up to 6" in leakage_note(runs)
     assert leakage_note(runs.iloc[:1]) == "" and leakage_note(pd.DataFrame({"run_id": ["r"]})) == ""
+
+
+def test_cifar_and_inat_trees_use_the_same_walk(tmp_path):
+    """The other entry points: a CIFAR ImageFolder tree with hidden copies, an iNat tree whose image
+    folder is a link and which holds a hidden folder."""
+    src = tmp_path / "cifar10"
+    for split, n in (("train", (6, 4)), ("test", (2, 2))):
+        for c, (name, k) in enumerate(zip(("airplane", "bird"), n)):
+            (src / split / name / ".thumbnails").mkdir(parents=True)
+            for i in range(k):
+                (src / split / name / f"{i}.jpg").write_bytes(_jpeg(100 * c + 10 * (split == "test") + i))
+                (src / split / name / ".thumbnails" / f"{i}.jpg").write_bytes(_jpeg(i))
+    out = tmp_path / "raw"
+    fetch_dataset(DataParams(name="cifar10_lt", source=str(src), n_max=6, imbalance_ratio=1.5), out, tmp_path / "dl")
+    names = [im["file_name"] for s in ("train", "test") for im in json.loads((out / f"{s}.json").read_text())["images"]]
+    assert len(names) == 6 + 4 + 4 and not any("/." in n for n in names)
+
+    inat, images = tmp_path / "inat", tmp_path / "elsewhere"
+    (images / "0").mkdir(parents=True)
+    (images / ".cache").mkdir()
+    for i in range(2):
+        (images / "0" / f"{i}.jpg").write_bytes(_jpeg(i))
+        (images / ".cache" / f"{i}.jpg").write_bytes(_jpeg(i))
+    inat.mkdir()
+    os.symlink(images, inat / "train_val2019")
+    (inat / "test2019").mkdir()
+    (inat / "test2019" / "t.jpg").write_bytes(_jpeg(9))
+    cats = [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]
+    ims = [{"id": i, "file_name": f"train_val2019/0/{i}.jpg"} for i in range(2)]
+    ann = [{"id": i, "image_id": i, "category_id": i} for i in range(2)]
+    for split in ("train", "val"):
+        (inat / f"{split}2019.json").write_text(json.dumps({"images": ims, "annotations": ann, "categories": cats}))
+    (inat / "test2019.json").write_text(json.dumps({"images": [{"id": 5, "file_name": "test2019/t.jpg"}],
+                                                    "categories": cats}))
+    out = tmp_path / "inat_raw"
+    fetch_dataset(DataParams(name="inat2019", source=str(inat)), out, tmp_path / "dl")
+    linked = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
+    assert linked == ["test2019/t.jpg", "train_val2019/0/0.jpg", "train_val2019/0/1.jpg"]
+    assert not any(p.is_symlink() for p in out.rglob("*"))

@@ -69,7 +69,7 @@ def test_metrics_are_flat_and_complete(tiny_repo, repro):
     assert (stats["num_train_images"], stats["num_val_images"]) == (len(train), len(val)) and len(val) > 0
     shown = sh(tiny_repo, "dvc", "metrics", "show").stdout
     assert "test_top1_error" in shown and "imbalance_ratio" in shown and "test_nll" not in shown
-    assert max(map(len, shown.splitlines())) < 400  # was ~1,000 characters a line
+    assert max(map(len, shown.splitlines())) < 450  # was ~1,000 characters a line (~420 with test_images_in_train)
 
 
 def test_submission_has_one_valid_row_per_test_image(tiny_repo, repro):

@@ -13,7 +13,7 @@ from bbn.cli.report import main as report
 from bbn.errors import BBNError
 from bbn.files import sqlite_path, sqlite_uri
 from bbn.tracking import Tracker
-from bbn.tracking.store import open_store
+from bbn.tracking.failures import open_store
 from stages import paths
 from stages.relog import relog
 

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from bbn.files import sqlite_uri
 from bbn.tracking import Tracker
-from bbn.tracking.store import write_conflict
+from bbn.tracking.failures import write_conflict
 
 ROOT = Path(__file__).resolve().parents[1]
 

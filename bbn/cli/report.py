@@ -127,7 +127,7 @@ def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFram
     """Every run of the experiment matching the filter, newest first, as a flat frame."""
     from mlflow.exceptions import MlflowException
 
-    from bbn.tracking.store import open_store
+    from bbn.tracking.failures import open_store
 
     db = sqlite_path(uri)
     if db is not None and not db.is_file():

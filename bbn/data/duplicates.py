@@ -39,10 +39,19 @@ def content_groups(paths: Sequence[str | Path]) -> list[int]:
 
 
 def duplicate_rows(images: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``images`` (columns split, image_id, path, sha256) whose sha256 another row shares,
-    sorted by sha256 then path: the table of ``data/stats/duplicates.csv``."""
+    """The rows of ``images`` (columns split, image_id, path, category_id, sha256) whose sha256
+    another row shares, sorted by sha256 then path: the table of ``data/stats/duplicates.csv``."""
     dup = images[images["sha256"].duplicated(keep=False) & (images["sha256"] != "")]
-    return dup[["sha256", "split", "image_id", "path"]].sort_values(["sha256", "path"]).reset_index(drop=True)
+    columns = ["sha256", "split", "image_id", "path", "category_id"]
+    return dup[columns].sort_values(["sha256", "path"]).reset_index(drop=True)
+
+
+def conflicting_labels(duplicates: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``duplicates`` whose copies are labelled with different categories (the same
+    picture in two class folders: one of the labels is wrong); unlabelled rows (-1) do not count."""
+    labelled = duplicates[duplicates["category_id"] >= 0]
+    mixed = labelled.groupby("sha256")["category_id"].nunique()
+    return labelled[labelled["sha256"].isin(mixed[mixed > 1].index)].reset_index(drop=True)
 
 
 def copies_of_test_images(duplicates: pd.DataFrame, used: Sequence[str] | None = None) -> pd.DataFrame:
