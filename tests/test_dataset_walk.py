@@ -241,8 +241,8 @@ def test_cifar_and_inat_trees_use_the_same_walk(tmp_path):
         for c, (name, k) in enumerate(zip(("airplane", "bird"), n)):
             (src / split / name / ".thumbnails").mkdir(parents=True)
             for i in range(k):
-                (src / split / name / f"{i}.jpg").write_bytes(_jpeg(100 * c + 10 * (split == "test") + i))
-                (src / split / name / ".thumbnails" / f"{i}.jpg").write_bytes(_jpeg(i))
+                (src / split / name / f"{i}.jpg").write_bytes(jpeg(100 * c + 10 * (split == "test") + i))
+                (src / split / name / ".thumbnails" / f"{i}.jpg").write_bytes(jpeg(i))
     out = tmp_path / "raw"
     fetch_dataset(DataParams(name="cifar10_lt", source=str(src), n_max=6, imbalance_ratio=1.5), out, tmp_path / "dl")
     names = [im["file_name"] for s in ("train", "test") for im in json.loads((out / f"{s}.json").read_text())["images"]]
@@ -252,12 +252,12 @@ def test_cifar_and_inat_trees_use_the_same_walk(tmp_path):
     (images / "0").mkdir(parents=True)
     (images / ".cache").mkdir()
     for i in range(2):
-        (images / "0" / f"{i}.jpg").write_bytes(_jpeg(i))
-        (images / ".cache" / f"{i}.jpg").write_bytes(_jpeg(i))
+        (images / "0" / f"{i}.jpg").write_bytes(jpeg(i))
+        (images / ".cache" / f"{i}.jpg").write_bytes(jpeg(i))
     inat.mkdir()
     os.symlink(images, inat / "train_val2019")
     (inat / "test2019").mkdir()
-    (inat / "test2019" / "t.jpg").write_bytes(_jpeg(9))
+    (inat / "test2019" / "t.jpg").write_bytes(jpeg(9))
     cats = [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]
     ims = [{"id": i, "file_name": f"train_val2019/0/{i}.jpg"} for i in range(2)]
     ann = [{"id": i, "image_id": i, "category_id": i} for i in range(2)]
