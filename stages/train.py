@@ -86,7 +86,8 @@ def _data(params, dist: Dist, device: torch.device):
         t.image_size, pre["augment"], t.hflip, pre["mean"], pre["std"], t.crop_padding), decode)
     val_set = _dataset(read_csv(SPLIT / "val.csv"), index,
                        eval_transform(t.image_size, pre["augment"], pre["mean"], pre["std"]), decode)
-    loaders = training_batches(input_spec(t, pre, 2 if method(t.method).bilateral else 1), train_set, dist, device)
+    readers = len(method(t.method).samplers(0, t.baseline.defer_epoch))  # loaders read at once (BBN: 2)
+    loaders = training_batches(input_spec(t, pre, readers), train_set, dist, device)
     val = eval_loader(val_set, 0, t.num_workers, device) if len(val_set) else None
     return classes, train_set, val_set, loaders, val
 

@@ -237,8 +237,8 @@ class BilateralNet(nn.Module):
         def mix(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
             return lam * a + (1.0 - lam) * (a[perm] if b is None else b)
 
-        if not 0 <= layer <= self.mixing_layers:
-            raise ValueError(f"layer {layer}: mix at 0 (the input) .. {self.mixing_layers}")
+        if not 0 <= layer <= self.mixing_layers or (perm is None) == (other is None):
+            raise ValueError(f"layer {layer} (0 .. {self.mixing_layers}) with a perm or another batch, not both")
         h, g = (mix(x, other), None) if layer == 0 else (x, other)
         stage = 0
         for name, module in self.trunk.named_children():

@@ -214,8 +214,9 @@ def epoch_step(p: TrainSpec, epoch: int, counts: torch.Tensor) -> tuple[float, t
     m = method(p.method)
     done = epoch - 1
     names = m.samplers(done, p.baseline.defer_epoch)
-    if m.mixing:
-        return 1.0, names, mixup_step(m.mixing, p.baseline.mixup_alpha)
+    if m.mixing:  # lam and the mixing layer: one generator per epoch, the same on every rank
+        rng = np.random.RandomState(epoch_seed(p.seed, 0, epoch) % 2**32)
+        return 1.0, names, mixup_step(m.mixing, p.baseline.mixup_alpha, rng)
     if m.bilateral:
         alpha = cumulative_alpha(epoch, p.tmax, p.alpha.schedule, p.alpha.value)
         return alpha, names, bilateral_step(alpha, p.single_pass)

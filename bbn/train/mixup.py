@@ -11,19 +11,20 @@ Table 1 (Zhou et al. 2020):
 Loss: lam CE(z, y_a) + (1 - lam) CE(z, y_b), y_b the labels of the partners. The training accuracy
 is the same weighting of hits: lam [argmax z = y_a] + (1 - lam) [argmax z = y_b] (what agrees with
 the mixed target; the val accuracy of the learning curve is on unmixed images, as for every method).
-lam, the layer and the permutation come from the epoch-seeded numpy and torch generators, so a
-resumed run replays them.
+lam and the layer come from a generator seeded by (seed, epoch), the permutation from the epoch-seeded
+torch generator, so a resumed run replays them. The layers are the input and the output of every
+trunk stage, the last one included (Verma et al. mixed at the input or after the first two residual
+stages on CIFAR: the last stage here adds one choice of four).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def draw(beta: float, layers: int, manifold: bool, rng=np.random) -> tuple[float, int]:
+def draw(beta: float, layers: int, manifold: bool, rng) -> tuple[float, int]:
     """(lam ~ Beta(beta, beta), the layer to mix at: 0 for Mixup, uniform in 0..``layers`` for
     Manifold Mixup). ``beta`` 0 gives lam 1 (no mixing)."""
     lam = float(rng.beta(beta, beta)) if beta > 0 else 1.0
@@ -41,16 +42,18 @@ def mixed_hits(z: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float
     return lam * (pred == y_a).float().mean().item() + (1.0 - lam) * (pred == y_b).float().mean().item()
 
 
-def mixup_step(mixing: str, beta: float):
+def mixup_step(mixing: str, beta: float, rng):
     """A training step (``bbn.train.loop.Step``) of the mixup family: ``mixing`` 'input' or
     'manifold', ``beta`` the Beta distribution's parameter (1 on CIFAR in BBN's Table 1). With one
-    batch its images are paired by a random permutation; with two (uniform, reversed) i-th with i-th."""
+    batch its images are paired by a random permutation; with two (uniform, reversed) i-th with i-th.
+    ``rng`` (a numpy ``RandomState``) draws lam and the layer: seeded alike on every process, so all
+    ranks mix at the same layer and make the same BatchNorm calls (SyncBatchNorm's collectives)."""
     if mixing not in ("input", "manifold"):
         raise ValueError(f"unknown mixing {mixing!r}: input or manifold")
 
     def step(forward: nn.Module, batches: list) -> tuple[torch.Tensor, dict[str, float]]:
         net = getattr(forward, "module", forward).net  # Branches, or Branches in DDP
-        lam, layer = draw(beta, net.mixing_layers, mixing == "manifold")
+        lam, layer = draw(beta, net.mixing_layers, mixing == "manifold", rng)
         (x, y_a), *second = batches
         if second:
             ((other, y_b),) = second
