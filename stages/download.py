@@ -1,9 +1,9 @@
 """Stage download: the raw dataset in the iNaturalist layout, shared by every experiment (params: data).
 
 The dataset is built once per version into ``<DVC_ROOT>/data/downloads/raw/<name>-<key>``
-(``bbn.sources.raw``); ``data/raw`` links to it and ``data/raw.json``, the stage's one DVC output,
-names it. The stage always runs (``always_changed``): it only hashes the params, the code and the
-user's files' sizes and dates, so an edit of a source image reaches the later stages, while an
+(``bbn.sources.raw``); ``data/raw`` links to it, and ``data/raw.json``, the stage's one DVC output,
+holds its facts and a digest of its content. The stage always runs (``always_changed``): it only
+hashes the params, the code and the user's files' sizes and dates, so an edit of a source image reaches the later stages, while an
 unchanged dataset costs seconds and leaves ``data/raw.json`` identical, so DVC skips or restores from
 its cache everything downstream, also in the fresh copy of a queued experiment.
 """
@@ -19,11 +19,19 @@ from stages.paths import DOWNLOADS, RAW, RAW_MANIFEST, resolve
 from stages.runner import run
 
 
+def _dataset_code() -> list:
+    """The code that decides a dataset's files: bbn/sources, the image-name rules, this stage (an
+    edit of the training code must not rebuild the tree)."""
+    return [f for f in code_files("stages.download")
+            if "sources" in f.parts or f.name == "decode.py" or f.parts[-2:] == ("stages", "download.py")]
+
+
 def main() -> None:
     start = time.perf_counter()
     p = load_params().data
     p = p.model_copy(update={"source": resolve(p.source)})  # the same folder in dvc exp run's copies
-    key = dataset_key(p.model_dump(), code_files("stages.download"), source_fingerprint(p.source))
+    content = p.model_dump(exclude={"mirror", "keep_archives"})  # where from and what is kept: not the dataset
+    key = dataset_key(content, _dataset_code(), source_fingerprint(p.source))
     # Archives are kept in data/downloads (outside DVC) so that an interrupted download resumes;
     # the tree appears only once complete.
     tree, manifest, built = shared_tree(DOWNLOADS / "raw", p.name, key, lambda out: fetch_dataset(p, out, DOWNLOADS))

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from bbn.errors import BBNError
-from bbn.sources.download import fetch, safe_extract
+from bbn.sources.download import fetch
+from bbn.sources.extract import safe_extract
 from tests.helpers import FileServer
 
 

@@ -17,7 +17,7 @@ from bbn.cli.predict import collect_images
 from bbn.data.decode import is_os_metadata
 from bbn.data.inat import find_json, load_images
 from bbn.sources.datasets import fetch_dataset
-from bbn.sources.download import safe_extract
+from bbn.sources.extract import safe_extract
 from stages.params import DataParams
 from tests.helpers import jpeg
 

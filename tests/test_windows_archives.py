@@ -14,7 +14,7 @@ import pytest
 
 from bbn.errors import BBNError
 from bbn.sources.datasets import fetch_dataset
-from bbn.sources.download import safe_extract
+from bbn.sources.extract import safe_extract
 from stages.params import DataParams
 from tests.helpers import jpeg
 

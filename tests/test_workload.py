@@ -14,7 +14,7 @@ from bbn.data.samplers import UniformSampler
 from bbn.errors import ArgError, BBNError
 from bbn.model.network import ModelSpec, build_model
 from bbn.sources.datasets import fetch_dataset
-from bbn.sources.download import stream_extract
+from bbn.sources.extract import stream_extract
 from bbn.sources.raw import point, shared_tree, source_fingerprint
 from bbn.train.loop import fit
 from stages.params import DataParams, TrainParams
@@ -236,3 +236,23 @@ def test_the_fingerprint_ends_a_symlink_loop(tmp_path):
     (tmp_path / "src/cat/1.jpg").write_bytes(b"one")
     (tmp_path / "src/cat/loop").symlink_to(tmp_path / "src", target_is_directory=True)
     assert source_fingerprint(tmp_path / "src")  # returns: each folder walked once
+
+
+def test_an_error_in_one_archive_stops_the_others_at_their_next_block():
+    import time
+
+    from bbn.sources.datasets import _in_parallel
+    from bbn.sources.extract import CANCEL, check_cancel
+
+    def job(item):
+        if item == "bad":
+            raise BBNError("bad.tar.gz: md5 mismatch")
+        for _ in range(400):  # an 80 GB archive: 20 s at this pace, unless cancelled
+            check_cancel()
+            time.sleep(0.05)
+        return item
+
+    start = time.monotonic()
+    with pytest.raises(BBNError, match="md5 mismatch"):
+        _in_parallel(job, ["big", "bad"])
+    assert time.monotonic() - start < 5 and not CANCEL.is_set()

@@ -29,7 +29,8 @@ from bbn.data.decode import is_image_name
 from bbn.errors import ArgError, BBNError
 from bbn.files import atomic_dir, locked, remove_stale
 from bbn.sources import cifar, embedded, imagefolder, walk
-from bbn.sources.download import fetch, safe_extract, stream_extract
+from bbn.sources.download import fetch
+from bbn.sources.extract import CANCEL, safe_extract, stream_extract
 from bbn.sources.layout import Record, link, write_dataset
 from bbn.sources.longtail import index_digest, longtail_subsample
 
@@ -90,11 +91,24 @@ def fetch_inat(p, out: Path, downloads: Path) -> dict:
     if p.source and any(_source(p).glob("train*.json")):
         _link_tree(_source(p), out)
         return {"source": "linked"}
-    with ThreadPoolExecutor(max_workers=len(files)) as pool:
-        trees = list(pool.map(lambda item: _inat_archive(p, *item, downloads), files.items()))
+    trees = _in_parallel(lambda item: _inat_archive(p, *item, downloads), list(files.items()))
     for tree in trees:
         _link_tree(tree, out)
     return {"source": "archives"}
+
+
+def _in_parallel(job, items: list) -> list:
+    """``job`` of each item in threads; on an error or Ctrl-C the other threads stop at their next
+    block or member (``extract.CANCEL``) and the first error is raised."""
+    pool = ThreadPoolExecutor(max_workers=len(items))
+    try:
+        return list(pool.map(job, items))
+    except BaseException:
+        CANCEL.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        CANCEL.clear()
 
 
 def _inat_archive(p, name: str, md5: str, downloads: Path) -> Path:
@@ -108,13 +122,19 @@ def _inat_archive(p, name: str, md5: str, downloads: Path) -> Path:
         if not dest.is_dir() and not local.is_file():
             raise ArgError("source", f"{local} not found (expected the official archives)")
         return dest if dest.is_dir() else _unpacked(local, downloads, md5)  # verified while extracted
-    local = downloads / name
-    if not dest.is_dir():
-        base = p.mirror or INAT_URL.format(year=p.name.removeprefix("inat"))
-        _unpacked(fetch(base.rstrip("/") + "/" + name, local, md5), downloads, md5)
-    if not p.keep_archives:  # the extraction is complete: one copy of the images on disk
-        local.unlink(missing_ok=True)
-        local.with_name(local.name + ".md5").unlink(missing_ok=True)
+    local, record = downloads / name, downloads / f"{name}.md5"
+    with locked(downloads / f".{name}.archive.lock"):  # parallel experiments: one fetches, the others wait
+        if not dest.is_dir():
+            base = p.mirror or INAT_URL.format(year=p.name.removeprefix("inat"))
+            try:
+                _unpacked(fetch(base.rstrip("/") + "/" + name, local, md5), downloads, md5)
+            except BBNError:  # changed on disk since its verification: never trusted again
+                local.unlink(missing_ok=True)
+                record.unlink(missing_ok=True)
+                raise
+        if not p.keep_archives:  # the extraction is complete: one copy of the images on disk
+            local.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
     return dest
 
 

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bbn.files import atomic_dir, locked
+from bbn.files import atomic_dir, locked, remove_stale
+from bbn.sources.walk import is_hidden
 
 
 def source_fingerprint(source: str | Path) -> str:
@@ -34,16 +35,20 @@ def source_fingerprint(source: str | Path) -> str:
         return ""
     root = Path(source)
     digest = hashlib.sha256()
-    entries = [root] if root.is_file() else sorted(_files(root))
+    entries = [root] if root.is_file() else sorted(_files(root, visible=True))
     for path in entries:
-        st = path.stat()
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # a dangling link: the dataset walk reports it
+            continue
         rel = "." if path == root else path.relative_to(root).as_posix()
         digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
     return digest.hexdigest()
 
 
-def _files(root: Path):
-    """Every file below ``root``, symbolic links followed, each folder once (a link loop ends)."""
+def _files(root: Path, visible: bool = False):
+    """Every file below ``root``, symbolic links followed, each folder once (a link loop ends);
+    ``visible``: without hidden files and folders and OS metadata (what the dataset walk skips)."""
     seen = set()
     for folder, dirs, names in os.walk(root, followlinks=True):
         st = os.stat(folder)
@@ -51,8 +56,11 @@ def _files(root: Path):
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
+        if visible:
+            dirs[:] = [d for d in dirs if not is_hidden(d)]
         for name in names:
-            yield Path(folder, name)
+            if not (visible and is_hidden(name)):
+                yield Path(folder, name)
 
 
 def dataset_key(params: dict, code: list[Path], fingerprint: str) -> str:
@@ -92,6 +100,7 @@ def shared_tree(trees: Path, name: str, key: str, build: Callable[[Path], dict])
     (``atomic_dir``), so a killed build leaves nothing that looks valid."""
     tree = Path(trees) / f"{name}-{key}"
     tree.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(tree.parent, ".*.tmp")  # what killed builds of any version left (unless still building)
     with locked(tree.parent / f".{tree.name}.lock"):
         built = not (tree / MANIFEST).is_file()
         if built:
@@ -104,14 +113,16 @@ def shared_tree(trees: Path, name: str, key: str, build: Callable[[Path], dict])
 
 
 def point(link: Path, tree: Path) -> None:
-    """Make ``link`` a symbolic link to ``tree``, replacing whatever is there in one rename (an old
-    link, or the folder of hard links an earlier version of the pipeline built there)."""
+    """Make ``link`` a symbolic link to ``tree`` by a relative path (so it holds when the project
+    folder moves), replacing an old link in one rename, or the folder of hard links an earlier
+    version of the pipeline built there (removed first: its files live on in their other links)."""
     link = Path(link)
     link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() and os.readlink(link) == str(tree):
+    target = os.path.relpath(Path(tree).resolve(), link.parent.resolve())
+    if link.is_symlink() and os.readlink(link) == target:
         return
     tmp = link.with_name(f".{link.name}.{os.getpid()}.{time.monotonic_ns()}.link")
-    os.symlink(tree, tmp, target_is_directory=True)
+    os.symlink(target, tmp, target_is_directory=True)
     if link.is_dir() and not link.is_symlink():
         shutil.rmtree(link)  # hard links only: the files live on in their other links
     os.replace(tmp, link)

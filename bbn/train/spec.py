@@ -1,5 +1,5 @@
 """What the training library takes: small frozen dataclasses, built from the validated params by the
-train stage (``stages.params.train_spec``), never the params sections themselves. The defaults and
+train stage (``stages.specs.train_spec``), never the params sections themselves. The defaults and
 the validation live in the params schema; here every field is required and documented once.
 """
 
