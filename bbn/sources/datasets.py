@@ -20,7 +20,7 @@ import hashlib
 import json
 import tarfile
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from tqdm import tqdm
@@ -98,11 +98,17 @@ def fetch_inat(p, out: Path, downloads: Path) -> dict:
 
 
 def _in_parallel(job, items: list) -> list:
-    """``job`` of each item in threads; on an error or Ctrl-C the other threads stop at their next
-    block or member (``extract.CANCEL``) and the first error is raised."""
+    """``job`` of each item in threads, results in order; on an error or Ctrl-C the other threads
+    stop at their next block or member (``extract.CANCEL``) and the first error is raised."""
     pool = ThreadPoolExecutor(max_workers=len(items))
     try:
-        return list(pool.map(job, items))
+        futures = [pool.submit(job, item) for item in items]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and f.exception() is not None]
+        if failed:
+            CANCEL.set()
+            raise failed[0].exception()
+        return [f.result() for f in futures]
     except BaseException:
         CANCEL.set()
         raise
