@@ -13,20 +13,23 @@ import contextlib
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote, unquote
 
 
-def _named(exc: BaseException, target: Path) -> BaseException:
+def named(exc: BaseException, target: Path) -> BaseException:
     """A write error that does not say which file (``OSError(ENOSPC)`` from ``write``, torch's
-    ``RuntimeError`` when its writer fails on a full disk) as an OSError naming ``target``."""
+    ``RuntimeError`` when its writer fails on a full disk: "file write failed", "[enforce fail at
+    inline_container.cc] unexpected pos ...") as an OSError naming ``target``."""
     if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-        return OSError(exc.errno, exc.strerror or str(exc), str(target))
-    if isinstance(exc, RuntimeError) and "write" in str(exc).lower() and _disk_full(target.parent):
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(target))
+    if isinstance(exc, RuntimeError) and _disk_full(target.parent):
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
     return exc
 
@@ -51,10 +54,10 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except (OSError, RuntimeError) as exc:
-        named = _named(exc, target)
-        if named is exc:
+        error = named(exc, target)
+        if error is exc:
             raise
-        raise named from exc
+        raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
         os.close(fd)
@@ -63,6 +66,16 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (``hashlib`` ``algorithm``), read 1 MiB at a time; raises
+    OSError when it cannot be read."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(target: str | Path, obj: object) -> None:
@@ -191,6 +204,20 @@ def write_csv(target: str | Path, frame, **kwargs) -> None:
     kwargs.setdefault("index", False)
     with atomic_path(target, suffix=".csv") as tmp:
         frame.to_csv(tmp, **kwargs)
+
+
+def sqlite_uri(path: str | Path) -> str:
+    """The SQLAlchemy/MLflow URI of the sqlite database file ``path`` (made absolute): ``sqlite:///``
+    and the path percent-encoded, so that a folder name with ``%``, ``?``, ``#``, spaces or non-ASCII
+    letters names that folder (unescaped, ``?`` starts a query and ``%2b`` reads as ``+``)."""
+    return "sqlite:///" + quote(str(Path(path).absolute()), safe="/")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``sqlite_uri``'s inverse), None for other URIs."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))
 
 
 @contextlib.contextmanager

@@ -18,6 +18,9 @@ ResNet, ``BilateralNet.conventional``):
     ldam_drw          uniform                               LDAM, cosine classifier, DRW weights (Cao et al. 2019)
     logit_adjust      uniform                               logit-adjusted CE (Menon et al. 2021)
     balanced_softmax  uniform                               balanced softmax (Ren et al. 2020)
+    mixup             uniform                               CE on images mixed in pairs (Zhang et al. 2018)
+    manifold_mixup    uniform                               CE, mixed at the input or a stage output (Verma et al. 2019)
+    manifold_mixup_two_samplers  uniform x reversed         CE, a uniform image mixed with a reversed one (Zhou et al. 2020)
 
 This module imports nothing heavy: the params schema, training and inference all read it.
 """
@@ -35,12 +38,13 @@ class Method:
 
     loss: str
     bilateral: bool = False
-    sampler: str = "uniform"
+    sampler: str = "uniform"  # uniform | balanced | deferred | two (one uniform and one reversed batch)
     head: str = "linear"  # linear | cosine (LDAM's normalised classifier) | sigmoid (bias -log(C-1))
+    mixing: str = ""  # the mixup family (bbn.train.mixup): input | manifold; '' = none
 
     def samplers(self, epoch: int, defer_epoch: int) -> tuple[str, ...]:
         """The training loaders that feed ``epoch`` (0-based), zipped batch by batch."""
-        if self.bilateral:
+        if self.bilateral or self.sampler == "two":
             return ("uniform", "reversed")
         if self.sampler == "balanced" or (self.sampler == "deferred" and epoch >= defer_epoch):
             return ("balanced",)
@@ -68,6 +72,9 @@ METHODS: dict[str, Method] = {
     "ldam_drw": Method("ldam_drw", head="cosine"),
     "logit_adjust": Method("logit_adjust"),
     "balanced_softmax": Method("balanced_softmax"),
+    "mixup": Method("ce", mixing="input"),  # Zhang et al. 2018
+    "manifold_mixup": Method("ce", mixing="manifold"),  # Verma et al. 2019
+    "manifold_mixup_two_samplers": Method("ce", mixing="manifold", sampler="two"),  # BBN's Table 1 row
 }
 
 

@@ -7,10 +7,13 @@
 #    Nesterov, wd 2e-4, warm-up 5, lr x0.01 at 120/160, T_max 200, pad-4 crop + flip, CIFAR mean/std)
 #    on the in-memory input path with bf16 autocast and channels_last: prints the time, the top-1 on the
 #    10,000 test images against the paper's 79.82 %, the peak GPU memory, and the ratio against the
-#    official two-pass step measured on the same GPU. Capped at 330 s.
+#    official two-pass step measured on the same GPU. Capped at 300 s.
 # 2. The bench rows on CUDA (train steps and the in-memory input rows), bf16 + channels_last on our
-#    side, then the ResNet-32 rows again with torch.compile. Capped at 150 s and 100 s; run.py still
+#    side, then the ResNet-32 rows again with torch.compile. Capped at 120 s and 60 s; run.py still
 #    prints the rows it finished (marked INCOMPLETE).
+# 3. The iNaturalist workload's input (bench/gpu_input.py): BBN's ResNet-50 step at 224 px, bf16, fed
+#    by the DataLoader from prepared synthetic photos (num_workers auto) against the same step on
+#    batches already on the GPU: the share of time the GPU waits for images. Capped at 100 s.
 #
 # --data: the CIFAR-10 JPEG tarball (cifar10/{train,test}/<class>/*.jpg). ../shared is not on a
 # device machine: copy the tarball into an ignored folder that travels with the tree and pass it
@@ -37,6 +40,7 @@ if [[ "$DEVICE" == cpu ]]; then
   python bench/gpu_recipe.py --data "$DATA" --epochs "${EPOCHS:-1}" --device cpu --n-max 40 --batch 16 \
       --test-per-class 5 --official-steps 1 --json "${BBN_GPU_JSON:-${OUT:-/tmp}/bbn-gpu-results.json}"
   python bench/run.py --smoke --sections inmemory --data "$DATA"
+  python bench/gpu_input.py --device cpu --amp off --images 12 --steps 1 --batch 2 --size 32 --classes 10
   exit 0
 fi
 
@@ -46,9 +50,10 @@ assert torch.cuda.is_available(), "bench/gpu.sh: no CUDA device visible (use --d
 print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
 EOF
 nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv,noheader || true
-timeout 330 python bench/gpu_recipe.py --data "$DATA" --epochs "${EPOCHS:-200}" --device cuda --amp bf16 \
+timeout 300 python bench/gpu_recipe.py --data "$DATA" --epochs "${EPOCHS:-200}" --device cuda --amp bf16 \
     --channels-last --json "${BBN_GPU_JSON:-${OUT:-/tmp}/bbn-gpu-results.json}" || echo "gpu_recipe.py: exit $?"
-timeout 150 python bench/run.py --quick --device cuda --amp bf16 --channels-last --sections train,inmemory \
+timeout 120 python bench/run.py --quick --device cuda --amp bf16 --channels-last --sections train,inmemory \
     --data "$DATA" || echo "run.py: exit $?"
-timeout 100 python bench/run.py --quick --device cuda --amp bf16 --channels-last --compile --sections train \
+timeout 60 python bench/run.py --quick --device cuda --amp bf16 --channels-last --compile --sections train \
     --backbones resnet32 --data "$DATA" || echo "run.py --compile: exit $?"
+timeout 100 python bench/gpu_input.py --device cuda --amp bf16 || echo "gpu_input.py: exit $?"

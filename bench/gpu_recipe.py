@@ -41,9 +41,10 @@ from bbn.train import loop  # noqa: E402
 from bbn.train.speed import Speed, prepare_model  # noqa: E402
 from bench import reference  # noqa: E402
 from bench.cifar_lt import build  # noqa: E402
+from bench.common import shortcut_option  # noqa: E402
 from bench.input_paths import CIFAR_MEAN, CIFAR_STD  # noqa: E402
-from bench.workloads import shortcut_option  # noqa: E402
 from stages.params import TrainParams  # noqa: E402
+from stages.specs import train_spec  # noqa: E402
 
 PAPER_TOP1 = 79.82  # Zhou et al. 2020, CIFAR-10-LT IR100 BBN: top-1 error 20.18
 
@@ -130,7 +131,7 @@ def run(args) -> dict:
     model.to(device)
     pairs = itertools.islice(zip(loaders["uniform"], loaders["reversed"]), args.official_steps)
     sample = [b for pair in pairs for b in pair]
-    ours_step, official_step = step_ratio(model, sample, p, device)
+    ours_step, official_step = step_ratio(model, sample, train_spec(p), device)
     print(f"step alone, same batches on {device}: ours {ours_step:,.0f} img/s vs official two-pass "
           f"{official_step:,.0f} img/s = {ours_step / official_step:.2f}x", flush=True)
     if device.type == "cuda":
@@ -142,7 +143,7 @@ def run(args) -> dict:
             print(f"epoch {epoch + 1}/{p.epochs}  alpha {row['alpha']:.3f}  lr {row['lr']:.3g}  "
                   f"loss {row['train_loss']:.4f}  {row['seconds']:.1f}s", flush=True)
     start = time.perf_counter()
-    history = loop.fit(model, loaders, None, p, device, counts, on_epoch)
+    history = loop.fit(model, loaders, None, train_spec(p), device, counts, on_epoch)
     seconds = time.perf_counter() - start
     images = 2 * sum(h["steps"] for h in history) * p.batch_size
     top1 = test_top1(model, test_bank, device)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bench.workloads import Work
+from bench.common import Work
 
 SIZE, QUALITY, CLASSES = (800, 600), 90, 4
 SHORT_SIDE, PREPARE_QUALITY, BATCH = 224, 95, 32

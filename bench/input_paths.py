@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from bench.workloads import Work, _model, _our_step, timed
+from bench.common import Work, make_model, our_epoch, timed
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -90,9 +90,9 @@ def epoch(spec: dict) -> Work:
 
     import bbn.train.loop as training
     device = torch.device(spec["device"])
-    net = _model(spec, "off")
+    net = make_model(spec, "off")
     opt = training.make_optimizer(net, SimpleNamespace(lr=0.1, momentum=0.9, weight_decay=2e-4, nesterov=True))
-    step, pair, numbers = _our_step(spec, training, device), loaders(spec), itertools.count()
+    step, pair, numbers = our_epoch(spec, training, device), loaders(spec), itertools.count()
     step(net, pair, opt, next(numbers))  # warm-up
     images = 2 * spec["batch"] * len(pair[0])
     return Work(lambda: images / timed(device, lambda: step(net, pair, opt, next(numbers))))

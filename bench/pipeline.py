@@ -1,6 +1,6 @@
 """The DVC pipeline on a tiny config in a fresh temporary copy of the repository.
 
-The copy is the tests' (``tests/conftest.py``: ``copy_project``, ``TINY``), made a DVC repository
+The copy is the tests' (``tests/helpers.py``: ``copy_project``, ``TINY``), made a DVC repository
 without git (``core.no_scm``): the bench runs no git commands.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.workloads import Work
-from tests.conftest import copy_project
+from bench.common import Work
+from tests.helpers import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 

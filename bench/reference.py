@@ -5,7 +5,7 @@
   its own trunk pass, the pooled features are concatenated as
   ``mixed = 2 * cat(mix * f_a, (1 - mix) * f_b)`` and one classifier ``Linear(2 * width, C)`` sees them;
   loss = mix * CE(out, y_a) + (1 - mix) * CE(out, y_b); SGD (momentum 0.9, Nesterov, weight decay 2e-4).
-  It runs on the very ResNet modules of ``bbn.network`` (trunk, both branch blocks, pooling), so
+  It runs on the very ResNet modules of ``bbn.model.network`` (trunk, both branch blocks, pooling), so
   only the step differs from ours.
 * Evaluation: ``model.eval()``, ``torch.no_grad()``, batch 32, ``model(x)``.
 * Data loading: ``torchvision.datasets.ImageFolder`` on the originals (PIL, full decode) with

@@ -53,7 +53,7 @@ SECTIONS = ("train", "inmemory", "data", "eval", "pipeline")
 
 
 def _shortcut_note() -> str:
-    from bench.workloads import shortcut_option
+    from bench.common import shortcut_option
     return "option-A shortcuts" if shortcut_option() else "1×1-conv shortcuts: no model.shortcut option in this build"
 
 

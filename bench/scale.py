@@ -1,7 +1,7 @@
 """The scale benchmark: the whole pipeline on iNat2019-shaped synthetic data at two scales, timed per stage.
 
 For each scale s (``--scales 1/80,1/40``): ``bench/inat_synth.py`` writes (or reuses) the five archives
-and serves them on 127.0.0.1; a temporary copy of the repository (``tests/conftest.py``
+and serves them on 127.0.0.1; a temporary copy of the repository (``tests/helpers.py``
 ``copy_project``, a git repo as a user's clone) gets the ``inat2019_bbn_r50`` recipe with
 ``data.mirror`` = the server, ``data.md5`` = the archives' md5s, ``train.in_memory: off`` (the path of
 the full dataset, which does not fit in memory) and training bounded by ``train.max_steps``. Each
@@ -36,7 +36,7 @@ from bench import inat_synth, scale_report  # noqa: E402
 from bench.scale_measure import Timing, disk_bytes, timed  # noqa: E402
 from bench.scale_queue import queued_experiments  # noqa: E402
 from bench.serve import serve  # noqa: E402
-from tests.conftest import copy_project, merge, read_params  # noqa: E402
+from tests.helpers import copy_project, merge, read_params  # noqa: E402
 
 RECIPE = "inat2019_bbn_r50"
 SMOKE = {"model": {"backbone": "resnet32"}, "prepare": {"short_side": 36}, "train": {"image_size": 32, "batch_size": 4},

@@ -3,7 +3,7 @@
 ``with serve(folder, lifetime=900) as url:`` serves ``folder`` at ``url`` (``http://127.0.0.1:PORT/``)
 until the block ends, or ``lifetime`` seconds have passed, whichever comes first: a benchmark that
 is killed leaves no server behind (the thread is a daemon), and one left running stops by itself.
-Like ``tests/conftest.py``'s ``FileServer``, but streaming files from disk (archives of gigabytes).
+Like ``tests/helpers.py``'s ``FileServer``, but streaming files from disk (archives of gigabytes).
 """
 
 from __future__ import annotations

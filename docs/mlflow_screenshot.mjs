@@ -6,12 +6,12 @@
 //   chromium --headless --no-sandbox --remote-debugging-port=9222 --window-size=1800,480 &
 //   node --experimental-websocket docs/mlflow_screenshot.mjs http://127.0.0.1:5000 <experiment id> docs/mlflow-runs.png
 //
-// Node >= 20 (its WebSocket); nothing to install.
+// Node >= 20 (its WebSocket); nothing to install. CDP_PORT: another DevTools port than 9222.
 import { writeFileSync } from "node:fs";
 
 const [ui, experiment, out] = process.argv.slice(2);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const target = await (await fetch("http://127.0.0.1:9222/json/new?about:blank", { method: "PUT" })).json();
+const target = await (await fetch(`http://127.0.0.1:${process.env.CDP_PORT || 9222}/json/new?about:blank`, { method: "PUT" })).json();
 const ws = new WebSocket(target.webSocketDebuggerUrl);
 await new Promise((r) => ws.addEventListener("open", r));
 let next = 0;

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 
+from bbn.data.duplicates import copies_of_test_images
 from bbn.data.imagecheck import drop_unreadable
 from bbn.data.inat import find_json, load_images
 from bbn.data.prepare import prepared_path
@@ -25,7 +26,7 @@ from bbn.model.inference import resolve_device, test_alpha
 from stages.params import load_params
 from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, SPLIT, STATS
 from stages.runner import run
-from stages.runs import log_splits, result_run, training_run_id
+from stages.runs import evaluated_dataset, log_splits, result_run, training_run_id
 
 REPORT_PLOTS = ("per_class_accuracy.png", "reliability.png", "confusion.png")
 
@@ -66,24 +67,45 @@ def main() -> None:
             numbers |= metrics_for(logits, y, classes["group"], name)
             reported = name
     numbers |= posthoc_metrics(outputs["val"], outputs["test"], classes["train_count"], classes["group"])
+    used = [*read_csv(SPLIT / "train.csv")["path"], *read_csv(SPLIT / "val.csv")["path"]]
+    numbers["test_images_in_train"] = len(copies_of_test_images(read_csv(STATS / "duplicates.csv"), used))
     head, details = headline(numbers, reported or "test")
     write_json(METRICS / "eval.json", head | {"val_split": val_split})
     write_json(METRICS / "eval_details.json", details)
     if reported is not None:
         write_report(*outputs[reported], classes, PLOTS)
-    plots.learning_curves(pd.read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
+    plots.learning_curves(read_csv(PLOTS / "learning_curve.csv"), PLOTS / "learning_curve.png")
 
-    track(params, numbers, sets, {"val_split": val_split})
-    print(f"evaluate: {head} (val split: {val_split})")
+    track(params, numbers, head, sets, {"val_split": val_split})
+    split = reported or "test"
+    print(f"evaluate: {in_words(head, split, len(sets[split][0]))} (val split: {val_split})")
 
 
-def track(params, numbers: dict, sets: dict, tags: dict) -> None:
+def in_words(head: dict, split: str, images: int) -> str:
+    """The headline as one line: ``test top-1 error 3.3 % (top-5 0.0 %) on 300 images; macro accuracy
+    96.7 %; many / medium / few-shot 100.0 / 99.3 / 92.5 % over 1 / 5 / 4 classes; ECE 0.029``."""
+    pct = lambda k: "n/a" if head.get(f"{split}_{k}") is None else f"{100 * head[f'{split}_{k}']:.1f}"
+    groups = ("many", "medium", "few")
+    return (f"{split} top-1 error {pct('top1_error')} % (top-5 {pct('top5_error')} %) on {images} images; "
+            f"macro accuracy {pct('macro_acc')} %; many / medium / few-shot "
+            f"{' / '.join(pct(f'{g}_acc') for g in groups)} % over "
+            f"{' / '.join(str(head.get(f'{g}_classes', 0)) for g in groups)} classes; "
+            f"ECE {'n/a' if head.get(f'{split}_ece') is None else format(head[f'{split}_ece'], '.3f')}")
+
+
+def track(params, numbers: dict, head: dict, sets: dict, tags: dict) -> None:
     """The numbers, ``tags`` and plots into the MLflow run whose params are these
-    (stages.runs.result_run), with the evaluated splits as its dataset inputs."""
-    mlrun, started = result_run(params, training_run_id(), "evaluate")
+    (stages.runs.result_run), with the evaluated splits as its dataset inputs; the headline
+    numbers (``head``) also onto the training run's logged model, tied to the test dataset."""
+    from bbn.tracking.model import log_model_metrics  # imports mlflow.pyfunc: only here
+
+    base = training_run_id()
+    mlrun, started = result_run(params, base, "evaluate")
     own = {"train": (read_csv(SPLIT / "train.csv"), SPLIT / "train.csv"), "val": sets["val"]} if started else {}
     log_splits(mlrun, params, own | {"test": sets["test"]})  # the training run has train and val already
     mlrun.log_metrics({k: v for k, v in numbers.items() if v is not None})
+    log_model_metrics(mlrun, base, {k: v for k, v in head.items() if isinstance(v, (int, float)) and v is not None},
+                      evaluated_dataset(params, sets["test"][1]))
     mlrun.set_tags(tags)
     for png in ("learning_curve.png", "class_distribution.png") + REPORT_PLOTS:
         mlrun.log_artifact(PLOTS / png, "plots")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from bbn import vocab
 from bbn.data.transforms import preprocessing, test_resize
 from bbn.errors import BBNError
 from bbn.methods import METHODS as REGISTRY
@@ -34,11 +35,10 @@ class _Section(BaseModel):
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
-DATASETS = ("digits", "inat2017", "inat2018", "inat2019", "cifar10_lt", "cifar100_lt", "imagefolder")
 
 
 class DataParams(_Section):
-    name: Literal[DATASETS] = "digits"
+    name: Literal[vocab.DATASETS] = "digits"
     source: str = ""
     mirror: str = Field("", pattern=r"^((https?|file)://.*)?$")
     md5: dict[str, str] = {}
@@ -61,7 +61,7 @@ class DataParams(_Section):
 
 
 class StatsParams(_Section):
-    groups: Literal["fixed", "terciles"] = "fixed"  # bbn.data.stats.shot_thresholds
+    groups: Literal[vocab.SHOT_GROUPS] = "fixed"  # bbn.data.stats.shot_thresholds
     many_above: int = Field(100, ge=0)
     few_below: int = Field(20, ge=1)
 
@@ -75,8 +75,12 @@ class StatsParams(_Section):
         return few_below
 
 
+class CheckParams(_Section):
+    allow_test_duplicates: bool = True  # false: a test image with a copy in training stops split
+
+
 class SplitParams(_Section):
-    use_official_val: bool | Literal["auto"] = "auto"  # auto: true for inat* (stages/split.py)
+    use_official_val: bool | Literal["auto"] = "auto"  # auto: inat*, or the dataset's own val/ (stages/split.py)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: Seed = 0
 
@@ -87,18 +91,19 @@ class PrepareParams(_Section):
 
 
 class ModelParams(_Section):
-    backbone: Literal["resnet32", "resnet50"] = "resnet32"
-    antialias: Literal["off", "stem", "full"] = "full"
+    backbone: Literal[vocab.BACKBONES] = "resnet32"
+    antialias: Literal[vocab.ANTIALIAS] = "full"
     blur_filter: int = Field(3, ge=2, le=7)
     pretrained: str = ""
     pretrained_md5: str = Field("", pattern=r"^([0-9a-f]{32})?$")
-    shortcut: Literal["conv", "pad"] = "conv"
-    classifier: Literal["separate", "official"] = "separate"
+    shortcut: Literal[vocab.SHORTCUTS] = "conv"
+    classifier: Literal[vocab.CLASSIFIERS] = "separate"
+    init: Literal[vocab.INITS] = "fan_out"
 
 
 
 class AlphaParams(_Section):
-    schedule: Literal["parabolic", "linear", "cosine", "fixed"] = "parabolic"
+    schedule: Literal[vocab.ALPHA_SCHEDULES] = "parabolic"
     value: float = Field(0.5, ge=0.0, le=1.0)
 
 
@@ -112,6 +117,7 @@ class BaselineParams(_Section):
     la_tau: float = Field(1.0, ge=0.0)
     ldam_max_m: float = Field(0.5, gt=0.0)
     ldam_s: float = Field(30.0, gt=0.0)
+    mixup_alpha: float = Field(1.0, ge=0.0)
 
 
 class TrainParams(_Section):
@@ -126,8 +132,8 @@ class TrainParams(_Section):
     lr_factor: float = Field(0.1, gt=0.0, le=1.0)
     warmup_epochs: int = Field(2, ge=0)
     image_size: int = Field(32, ge=8, le=1024)
-    augment: Literal["auto", "cifar", "inception"] = "auto"
-    normalize: Literal["auto", "imagenet", "cifar"] = "auto"
+    augment: Literal[("auto", *vocab.AUGMENTS)] = "auto"
+    normalize: Literal[("auto", *vocab.NORMALIZATIONS)] = "auto"
     crop_padding: int = Field(4, ge=0)
     hflip: bool = False
     drop_last: bool = True
@@ -139,7 +145,7 @@ class TrainParams(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     num_workers: Literal["auto"] | Annotated[int, Field(ge=-1)] = "auto"
     max_steps: int = Field(0, ge=0)
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: Literal[vocab.AMP] = "off"
     channels_last: bool = True
     compile: bool = False
     single_pass: bool = False
@@ -149,7 +155,7 @@ class TrainParams(_Section):
     rdzv_endpoint: str = Field("", validate_default=True, pattern=r"^([A-Za-z0-9.\-\[\]:]+:\d+)?$")
     rdzv_id: str = Field("bbn", pattern=r"^[A-Za-z0-9_.\-]+$")
     accumulate: int = Field(1, ge=1)
-    lr_scaling: Literal["linear", "fixed"] = "linear"
+    lr_scaling: Literal[vocab.LR_SCALINGS] = "linear"
     sync_bn: bool = False
     in_memory: Literal["auto", "on", "off"] = "auto"
     in_memory_max_gb: float = Field(2.0, ge=0.0)
@@ -200,6 +206,7 @@ class Params(_Section):
     recipe: str = ""  # the recipes/ preset applied last (stages/recipe.py); recorded with the run
     data: DataParams = DataParams()
     stats: StatsParams = StatsParams()
+    check: CheckParams = CheckParams()
     split: SplitParams = SplitParams()
     prepare: PrepareParams = PrepareParams()
     model: ModelParams = ModelParams()

@@ -7,6 +7,9 @@ copy (downloads, resume states, the MLflow store) lives under ``ROOT``, the real
 
 import os
 from pathlib import Path
+from urllib.parse import unquote
+
+from bbn.files import sqlite_uri
 
 
 def project_root() -> Path:
@@ -44,9 +47,11 @@ def resolve(path: str) -> str:
 
 def resolve_uri(uri: str) -> str:
     """A tracking URI with its relative path made absolute against the project root: ``sqlite:///x.db``
-    (three slashes: relative), ``file:x`` and a bare folder (MLflow's file store); others pass."""
+    (three slashes: relative), ``file:x`` and a bare folder (MLflow's file store); others pass. The
+    path is percent-encoded (``bbn.files.sqlite_uri``: a project folder may hold ``%``, ``?``, ``#``,
+    spaces, non-ASCII letters); what the user wrote is read as a URI (``%20`` is a space)."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + resolve(uri.removeprefix("sqlite:///"))
+        return sqlite_uri(resolve(unquote(uri.removeprefix("sqlite:///"))))
     if uri.startswith("file:") and not uri.startswith("file://"):
-        return "file://" + resolve(uri.removeprefix("file:"))
+        return Path(resolve(unquote(uri.removeprefix("file:")))).as_uri()
     return resolve(uri) if uri and ":" not in uri else uri

@@ -1,4 +1,4 @@
-"""Re-log a run whose training could not reach the MLflow store: ``bbn-relog [--uri URI]``.
+"""Re-log a run whose training could not reach the MLflow store: ``python -m stages.relog [--uri URI]``.
 
 Training never waits for MLflow; when the store was unavailable everything it would have logged is
 still in the project: ``params.yaml``, ``plots/learning_curve.csv`` (per-epoch numbers),
@@ -13,13 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from bbn.errors import BBNError, run
+from bbn.files import read_csv
+from bbn.tracking.failures import open_store
 from bbn.train.loop import finite
 from stages.params import flatten, load_params
-from stages.runs import describe, run_name, run_tags, tracker
+from stages.runs import describe, run_name, run_tags, store_uri, tracker
 
 
 def relog(root: Path, uri: str = "") -> str:
@@ -28,13 +29,14 @@ def relog(root: Path, uri: str = "") -> str:
     if not curve_path.exists():
         raise BBNError(f"{curve_path}: not found; nothing to re-log (has the train stage run?)")
     tracking = params.tracking.model_copy(update={"uri": uri}) if uri else params.tracking
+    open_store(store_uri(tracking))  # one line when the store cannot be opened
     mlrun = tracker(tracking)
     if not mlrun.available:
         raise BBNError(f"MLflow store {mlrun.uri} is still unavailable")
     mlrun.start(flatten(params), run_tags() | {"relogged": "true"}, run_name(params),
-                describe(params, "Re-logged from the project's files by bbn-relog."))
+                describe(params, "Re-logged from the project's files by stages.relog."))
     mlrun.log_text(yaml.safe_dump(params.model_dump(), sort_keys=False), "params_resolved.yaml")
-    for row in pd.read_csv(curve_path).to_dict("records"):
+    for row in read_csv(curve_path).to_dict("records"):
         mlrun.log_metrics(finite(row), step=int(row["epoch"]))
     for path in sorted((root / "metrics").glob("*.json")):
         mlrun.log_metrics(finite(json.loads(path.read_text())))

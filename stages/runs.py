@@ -19,11 +19,18 @@ from importlib.metadata import PackageNotFoundError, version
 import pandas as pd
 import yaml
 
+from bbn.files import sqlite_uri
 from bbn.methods import method
 from bbn.tracking import Tracker
-from bbn.tracking.datasets import log_inputs, split_input
+from bbn.tracking.datasets import file_digest, log_inputs, split_input
+from bbn.tracking.experiment import ui_link
 from stages.params import Params, flatten, validate
 from stages.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, ROOT, RUN, resolve_uri
+
+# Stage logs are read by people: MLflow's INFO lines ("Validating input example ...") and its artifact
+# progress bars (glued into one long line in a log) off, its warnings kept. A user's own setting wins.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "pillow", "dvc", "mlflow")
 DESCRIPTION = ("BBN (Bilateral-Branch Network) for long-tailed image classification: one run per training, "
@@ -34,13 +41,24 @@ TRAINING_RUN, RESUMED_FROM = "bbn.training_run_id", "bbn.resumed_from"
 def store_uri(tracking) -> str:
     """``tracking.uri`` (relative paths against the project root), or the sqlite store at the project
     root (also from DVC's temporary copies)."""
-    return resolve_uri(tracking.uri) if tracking.uri else f"sqlite:///{MLFLOW_DB}"
+    return resolve_uri(tracking.uri) if tracking.uri else sqlite_uri(MLFLOW_DB)
 
 
 def tracker(tracking, run_id: str | None = None, enabled: bool = True) -> Tracker:
     """A Tracker on the project's store (params section ``tracking``)."""
     return Tracker(store_uri(tracking), tracking.experiment, run_id, enabled, artifacts=MLFLOW_ARTIFACTS,
                    lock=MLFLOW_LOCK, description=DESCRIPTION)
+
+
+def run_link(run: Tracker) -> str:
+    """Where to see ``run`` in ``mlflow ui`` (its model-training view); '' without a run or while the
+    store is away (nothing is queued for it: a link is no logging)."""
+    if not run.available or not run.run_id:
+        return ""
+    try:
+        return ui_link(run.client.get_run(run.run_id).info.experiment_id, run.run_id)
+    except Exception:  # the store went away just now: the log line goes without a link
+        return ""
 
 
 def training_run_id() -> str | None:
@@ -89,10 +107,9 @@ def recipe(params: Params) -> str:
 
 
 def run_name(params: Params) -> str:
-    """The DVC experiment's name, else what distinguishes the run: ``bbn-r32-32px-tmax40-seed0``
-    (method, backbone, image size, T_max for a bilateral method, seed)."""
-    if exp_name():
-        return exp_name()
+    """What distinguishes the run: ``bbn-r32-32px-tmax40-seed0`` (method, backbone, image size, T_max
+    for a bilateral method, seed), also under ``dvc exp run``, whose random experiment name
+    (``prize-zone``) goes to the tag ``dvc_exp_name`` and the description instead."""
     t = params.train
     parts = [t.method, params.model.backbone.replace("resnet", "r"), f"{t.image_size}px"]
     if method(t.method).bilateral:
@@ -115,9 +132,10 @@ def changed_params(params: Params) -> tuple[str, dict[str, tuple[object, object]
 
 
 def describe(params: Params, extra: str = "") -> str:
-    """The run's description: its recipe and the params changed from the committed ones."""
+    """The run's description: its recipe, the DVC experiment's name under ``dvc exp run`` and the
+    params changed from the committed ones."""
     against, changed = changed_params(params)
-    lines = [f"Recipe: {recipe(params) or 'none'}."]
+    lines = [f"Recipe: {recipe(params) or 'none'}."] + ([f"DVC experiment: {exp_name()}."] if exp_name() else [])
     if changed:
         lines.append(f"Params changed from {against}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
     else:
@@ -132,6 +150,14 @@ def differing(logged: dict[str, str], params: Params) -> list[str]:
 
 def dataset_name(params: Params) -> str:
     return f"{params.data.name}/{recipe(params)}" if recipe(params) else params.data.name
+
+
+def evaluated_dataset(params: Params, source) -> tuple[str, str]:
+    """(name, digest) of the test set's dataset input, as ``log_splits`` logs it ('' digest when unreadable)."""
+    try:
+        return dataset_name(params), file_digest(source)
+    except OSError:
+        return dataset_name(params), ""
 
 
 def log_splits(run: Tracker, params: Params, splits: dict[str, tuple[pd.DataFrame, object]]) -> None:
@@ -161,7 +187,7 @@ def result_run(params: Params, base: str | None, stage: str) -> tuple[Tracker, b
     own = tracker(params.tracking)
     own.start(flatten(params), run_tags() | ({TRAINING_RUN: base} if base else {}) | {"bbn.stage": stage},
               run_name(params), describe(params, f"Results of the {stage} stage for the model of run {base}: {why}."))
-    print(f"{stage}: {why}; results go to MLflow run {own.run_id} ({TRAINING_RUN}={base})")
+    print(f"{stage}: {why}; results go to MLflow run {run_name(params)} ({own.run_id}, {TRAINING_RUN}={base})")
     if base:
         own.submit("link the trained model", lambda client, run_id: _link_model(client, run_id, base))
     return own, True

@@ -6,6 +6,7 @@ pool minus the validation hold-out, ``data/split/classes.csv`` ``train_count``),
 groups it writes to ``data/stats/class_counts.csv`` are the ones evaluation reports.
 """
 
+from bbn.data.duplicates import copies_of_test_images
 from bbn.data.imagecheck import drop_unreadable
 from bbn.data.inat import find_json, load_categories, load_images
 from bbn.data.stats import class_table, shot_thresholds, summary, super_counts
@@ -14,6 +15,12 @@ from bbn.files import read_csv, write_csv, write_json
 from stages.params import load_params
 from stages.paths import METRICS, PLOTS, RAW, SPLIT, STATS
 from stages.runner import run
+
+
+def _test_copies() -> int:
+    """Test images with a byte-identical copy among the images trained or validated on."""
+    used = [*read_csv(SPLIT / "train.csv")["path"], *read_csv(SPLIT / "val.csv")["path"]]
+    return len(copies_of_test_images(read_csv(STATS / "duplicates.csv"), used))
 
 
 def main() -> None:
@@ -26,7 +33,8 @@ def main() -> None:
     numbers = summary(table) | {
         "num_val_images": len(read_csv(SPLIT / "val.csv")),  # the hold-out, or the official val set
         "num_test_images": len(drop_unreadable(load_images(find_json(RAW, "test"), labelled=False), unreadable)),
-        "unreadable_images": len(unreadable), "many_above": many_above, "few_below": few_below}
+        "unreadable_images": len(unreadable), "test_images_in_train": _test_copies(),
+        "many_above": many_above, "few_below": few_below}
     write_csv(STATS / "class_counts.csv", table)
     write_csv(STATS / "super_counts.csv", super_counts(table, load_categories(train_json)))
     write_csv(PLOTS / "class_distribution.csv", table[["rank", "train_count", "group"]])
@@ -35,7 +43,8 @@ def main() -> None:
     print(f"stats: {numbers['num_classes']} classes, {numbers['num_train_images']} training images "
           f"(after the val hold-out), {numbers['num_val_images']} val, imbalance ratio "
           f"{numbers['imbalance_ratio']:.1f}, shot groups ({p.groups}: many > {many_above}, few < {few_below}) "
-          f"{numbers['many_classes']}/{numbers['medium_classes']}/{numbers['few_classes']}")
+          f"{numbers['many_classes']}/{numbers['medium_classes']}/{numbers['few_classes']}, "
+          f"{numbers['test_images_in_train']} test image(s) with a copy among the training images")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Stage train: BBN on the train split, validated on the val split (params: model, train).
 
 With ``train.nproc_per_node`` x ``train.nnodes`` > 1 the stage re-starts itself under torchrun, one
-process per device (bbn.distributed). After every epoch rank 0 saves a resume state under
+process per device (bbn.train.distributed). After every epoch rank 0 saves a resume state under
 ``<DVC_ROOT>/checkpoints/`` (stages.paths.CHECKPOINTS); a run of the same params and data that was interrupted continues
 from there, in the same MLflow run.
 """
@@ -13,29 +13,29 @@ import torch
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from bbn.data.batch_augment import DeviceAugment
-from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, decoded_batches, train_batches
-from bbn.data.loading import ImageList, eval_loader, train_loaders
-from bbn.data.prepare import prepared_path
+from bbn.data.loading import ImageList, eval_loader
+from bbn.data.prepare import DIGESTS, prepared_path
 from bbn.data.transforms import eval_transform, preprocessing, test_resize, train_transform
-from bbn.errors import ArgError
 from bbn.files import read_csv, write_csv, write_json
 from bbn.methods import method
 from bbn.model.checkpoint import save_checkpoint
 from bbn.model.inference import resolve_device
+from bbn.model.inputs import profile as input_profile
 from bbn.model.network import ModelSpec, build_model
 from bbn.model.pretrained import load_pretrained
 from bbn.sources.download import md5sum
 from bbn.tracking import Tracker
 from bbn.train.distributed import Dist, launch_argv
+from bbn.train.inputs import training_batches
 from bbn.train.loop import finite, fit, seed_everything
-from bbn.train.resume import ResumeState, resume_key
+from bbn.train.resume import ResumeState, TrainingKey, content_digest, data_changed
 from stages.checkpoints import prune_states, recorded
 from stages.deps import code_files
 from stages.params import flatten, load_params
-from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, RUN, SPLIT, resolve
+from stages.paths import CHECKPOINTS, METRICS, MODEL, PLOTS, PREPARED, RUN, SPLIT, resolve
 from stages.runner import run
-from stages.runs import RESUMED_FROM, describe, differing, log_splits, run_name, run_tags, tracker
+from stages.runs import RESUMED_FROM, describe, differing, log_splits, run_link, run_name, run_tags, tracker
+from stages.specs import input_spec, launch_spec, train_spec
 
 # a resumed run may move device, worker count or rendezvous host; everything else must match
 NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train.rdzv_id"}
@@ -43,7 +43,7 @@ NOT_IN_KEY = {"train.device", "train.num_workers", "train.rdzv_endpoint", "train
 KEYS = {"device": "train.device", "sync_bn": "train.sync_bn", "method": "train.method",
         "pretrained": "model.pretrained", "pretrained_md5": "model.pretrained_md5",
         "antialias": "model.antialias", "accumulate": "train.accumulate", "shortcut": "model.shortcut",
-        "classifier": "model.classifier", "in_memory": "train.in_memory"}
+        "classifier": "model.classifier", "init": "model.init", "in_memory": "train.in_memory"}
 
 
 def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageList:
@@ -51,39 +51,21 @@ def _dataset(frame: pd.DataFrame, index: dict, transform, size: int) -> ImageLis
     return ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), transform, size)
 
 
-def _train_loaders(t, pre: dict, train_set: ImageList, dist: Dist, device: torch.device) -> dict:
-    """The DataLoaders; or with ``train.in_memory`` the same samplers' batches from images decoded
-    once onto ``device`` and augmented there; or with ``train.gpu_decode`` (images not in memory)
-    decoded and augmented there batch by batch (bbn.data.inmemory). ``pre``: the augmentation kind
-    and normalisation (``bbn.data.transforms.preprocessing``), the same on every path."""
-    square = pre["augment"] == "cifar"  # inception crops from the whole (resized) image
-    side = t.image_size if square else test_resize(t.image_size, pre["augment"])
-    augment = DeviceAugment(pre["augment"], t.image_size, t.crop_padding, t.hflip, mean=pre["mean"], std=pre["std"])
-    batching = (t.batch_size, t.seed, dist.rank, dist.world_size, t.accumulate)
-    share = 2 if method(t.method).bilateral else 1  # loaders that read at once: num_workers auto divides by it
-    if choose_in_memory(t.in_memory, bank_bytes(train_set.paths, side, square), t.in_memory_max_gb):
-        bank = ImageBank.from_files(train_set.paths, train_set.targets, side, square, device, t.gpu_decode)
-        if dist.main:
-            print(f"train: {len(bank)} training images in memory on {device} ({bank.nbytes / 2**20:.1f} MiB)")
-        return train_batches(bank, augment, *batching, drop_last=t.drop_last)
-    if t.gpu_decode:
-        return decoded_batches(train_set.paths, train_set.targets, augment, side, square, device, True,
-                               t.batch_size, t.num_workers, *batching[1:], share=share, drop_last=t.drop_last)
-    return train_loaders(train_set, t.batch_size, t.num_workers, t.seed, dist.rank, dist.world_size,
-                         t.accumulate, persistent=not t.deterministic, drop_last=t.drop_last, share=share)
-
-
-def _resume_key(params) -> str:
-    chosen = {k: v for k, v in flatten(params).items()
-              if k.split(".")[0] in ("model", "train", "prepare") and k not in NOT_IN_KEY}
+def _resume_key(params) -> TrainingKey:
+    """The params, code and data (``data.*``, split lists, prepared images' content) of this training."""
+    flat = flatten(params)
+    chosen = {k: v for k, v in flat.items() if k.split(".")[0] in ("model", "train", "prepare") and k not in NOT_IN_KEY}
     split = [SPLIT / name for name in ("classes.csv", "train.csv", "val.csv")]
-    return resume_key(chosen, split + code_files("stages.train"))
+    paths = [*read_csv(split[1])["path"], *read_csv(split[2])["path"]]
+    content = content_digest(paths, [prepared_path(p) for p in paths], PREPARED / DIGESTS)
+    return TrainingKey.of(chosen, code_files("stages.train"), {k: v for k, v in flat.items() if k.startswith("data.")},
+                          split, content)
 
 
 @record  # under torchrun: the failing rank's traceback goes into the job's error summary
 def main() -> None:
     params = load_params()
-    argv = launch_argv(params.train, "stages.train")
+    argv = launch_argv(launch_spec(params.train), "stages.train")
     if argv:  # become torchrun, which starts this stage once per device
         os.execv(argv[0], argv)
     dist, device = Dist.from_env(resolve_device(params.train.device))
@@ -104,11 +86,7 @@ def _data(params, dist: Dist, device: torch.device):
         t.image_size, pre["augment"], t.hflip, pre["mean"], pre["std"], t.crop_padding), decode)
     val_set = _dataset(read_csv(SPLIT / "val.csv"), index,
                        eval_transform(t.image_size, pre["augment"], pre["mean"], pre["std"]), decode)
-    loaders = _train_loaders(t, pre, train_set, dist, device)
-    if not len(loaders["uniform"]):
-        raise ArgError("accumulate", f"{len(train_set)} training images are too few for {dist.world_size} "
-                       f"process(es) x {t.accumulate} micro-batches of {t.batch_size} images"
-                       f"{' (train.drop_last)' if t.drop_last else ' (at least 2)'}")
+    loaders = training_batches(input_spec(t, pre, 2 if method(t.method).bilateral else 1), train_set, dist, device)
     val = eval_loader(val_set, 0, t.num_workers, device) if len(val_set) else None
     return classes, train_set, val_set, loaders, val
 
@@ -118,7 +96,7 @@ def train(params, dist: Dist, device: torch.device) -> None:
     seed_everything(t.seed)
     classes, train_set, val_set, loaders, val = _data(params, dist, device)
     model = build_model(ModelSpec(m.backbone, len(classes), m.antialias, m.blur_filter, method(t.method).head,
-                                  m.shortcut, m.classifier))
+                                  m.shortcut, m.classifier, m.init))
     if m.pretrained and dist.main:  # DDP copies rank 0's weights to the others: one download, not one per rank
         print(load_pretrained(model, resolve(m.pretrained), m.pretrained_md5))
 
@@ -142,12 +120,13 @@ def train(params, dist: Dist, device: torch.device) -> None:
 
     try:
         counts = torch.tensor(classes["train_count"].tolist())
-        history = fit(model, loaders, val, t, device, counts, on_epoch, dist, resume)
+        history = fit(model, loaders, val, train_spec(t), device, counts, on_epoch, dist, resume)
+        if dist.main:  # a full disk while writing the outputs fails the run too; the rerun writes them
+            write_outputs(params, model, classes, history, mlrun, val_set.paths[:2] or train_set.paths[:2])
     except BaseException:
         mlrun.finish("FAILED")
         raise
     if dist.main:
-        write_outputs(params, model, classes, history, mlrun, val_set.paths[:2] or train_set.paths[:2])
         saved.finish(md5sum(MODEL))  # kept until DVC has recorded the outputs (stages.checkpoints)
     dist.barrier()
 
@@ -155,7 +134,10 @@ def train(params, dist: Dist, device: torch.device) -> None:
 def _resume_state(params) -> ResumeState:
     """This training's resume state, after pruning the others (``stages.checkpoints``). A complete
     state whose outputs DVC recorded means a forced rerun: it is deleted and training starts afresh."""
-    saved = ResumeState(CHECKPOINTS, _resume_key(params))
+    key = _resume_key(params)
+    saved = ResumeState(CHECKPOINTS, key.key, key.meta())
+    if saved.enabled and not saved.path.exists() and (why := data_changed(CHECKPOINTS, key)):
+        print(why)
     for path in prune_states(saved.path):
         print(f"train: deleted resume state {path.name} (stages.checkpoints rule)")
     info = saved.info
@@ -221,7 +203,8 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     curve = pd.DataFrame(history)
     save_checkpoint(MODEL, model, t.image_size, classes["category_id"], classes["name"], len(history), t.method,
                     t.alpha.model_dump(), preprocessing(t.augment, t.normalize, params.data.name),
-                    params.prepare.model_dump())  # bbn-predict repeats the prepare step
+                    params.prepare.model_dump(),  # bbn-predict repeats the prepare step
+                    input_profile(read_csv(SPLIT / "train.csv")["path"].tolist()))  # and warns about unlike images
     write_csv(PLOTS / "learning_curve.csv", curve.drop(columns="seconds", errors="ignore"))
     last = history[-1]
     write_json(METRICS / "train.json", finite({
@@ -231,14 +214,18 @@ def write_outputs(params, model, classes: pd.DataFrame, history: list[dict], tra
     minutes = curve["seconds"].sum() / 60
     tracker.log_metrics({"train_minutes": minutes})
     tracker.log_artifact(PLOTS / "learning_curve.csv", "plots")
+    model_uri = None
     if params.tracking.log_model:
         from bbn.tracking.model import log_model  # imports mlflow.pyfunc: only when logging a model
 
-        log_model(tracker, MODEL, example, params.tracking.register)
+        model_uri = log_model(tracker, MODEL, example, params.tracking.register, run_name(params), t.epochs)
+    link = run_link(tracker)
     tracker.finish()
-    write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri})  # after finish: a late-created run has its id
+    write_json(RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.uri,  # after finish: a late-created run has its id
+                     "model_uri": model_uri})  # models:/m-…: the README's MLflow snippet loads it
     bound = f" (train.max_steps {t.max_steps}: {int(curve['steps'].sum())} steps)" if t.max_steps else ""
-    print(f"train: {len(history)} epochs{bound} in {minutes:.2f} min, val acc {last['val_acc']:.4f}, run {tracker.run_id}")
+    print(f"train: {len(history)} epochs{bound} in {minutes:.2f} min, val accuracy {100 * last['val_acc']:.1f} %; "
+          f"MLflow run {run_name(params)} ({tracker.run_id}){f', in mlflow ui: {link}' if link else ''}")
 
 
 if __name__ == "__main__":

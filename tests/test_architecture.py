@@ -102,7 +102,7 @@ def test_stage_runner_names_the_params_key():
 def test_test_repos_hold_only_project_files_not_a_checkouts_leftovers(tmp_path):
     """A user's checkout after an interrupted `dvc exp run` (resume state, data, store, model): the
     fixtures' repositories are built from the files git knows, so none of it leaks into a test."""
-    from conftest import copy_project, sh
+    from tests.helpers import copy_project, sh
 
     checkout = copy_project(tmp_path / "checkout")
     sh(checkout, "git", "init", "-q", "-b", "main")

@@ -15,7 +15,7 @@ import yaml
 from bbn.data.inat import find_json, load_categories, load_images
 from bench import inat_synth
 from bench.serve import serve
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_profile_matches_the_published_shape():

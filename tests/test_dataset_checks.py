@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from test_datasets import _jpeg
 
 from bbn.data.inat import load_images
 from bbn.errors import BBNError
 from bbn.sources.datasets import fetch_dataset
 from stages.params import DataParams
+from tests.helpers import jpeg
 
 
 def _inat(root: Path, file_names: list[str], categories=(0,), labels=None) -> Path:
@@ -28,14 +28,14 @@ def _inat(root: Path, file_names: list[str], categories=(0,), labels=None) -> Pa
         target = root / f
         if f and not Path(f).is_absolute() and ".." not in f and ":" not in f:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(_jpeg(len(f)))
+            target.write_bytes(jpeg(len(f)))
     return root / "train.json"
 
 
 @pytest.mark.parametrize("bad", ["/etc/hostname", "../outside.jpg", "a/../../outside.jpg", "a\\..\\..\\x.jpg",
                                  "C:\\data\\x.jpg", ""])
 def test_json_paths_confined_to_the_dataset_root(tmp_path, bad):
-    (tmp_path / "outside.jpg").write_bytes(_jpeg(1))  # exists: the old reader opened it
+    (tmp_path / "outside.jpg").write_bytes(jpeg(1))  # exists: the old reader opened it
     train = _inat(tmp_path / "raw", ["a/0.jpg", bad])
     for check_files in (True, False):
         with pytest.raises(BBNError) as err:
@@ -66,7 +66,7 @@ def test_one_class_refused_alike_in_every_layout(tmp_path, monkeypatch):
     folder = tmp_path / "folder" / "birds"
     for i in range(6):
         (folder / "class 0").mkdir(parents=True, exist_ok=True)
-        (folder / "class 0" / f"{i}.jpg").write_bytes(_jpeg(i))
+        (folder / "class 0" / f"{i}.jpg").write_bytes(jpeg(i))
     with pytest.raises(BBNError) as err:
         fetch_dataset(DataParams(name="imagefolder", source=str(folder)), tmp_path / "raw1", tmp_path / "dl")
     from_folder = _one_class_message(str(folder), err.value)

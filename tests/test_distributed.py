@@ -18,7 +18,7 @@ import torch
 
 from bbn.data.loading import train_loaders
 from bbn.data.samplers import ReversedSampler, StepBatches, UniformSampler
-from tests.conftest import env, prepared_repo, set_params
+from tests.helpers import env, prepared_repo, set_params
 
 # Deterministic inputs (no crop, no flip), so only the sharding differs between the two runs;
 # the last, partial step kept (train.drop_last false) so that its sharding is compared as well.
@@ -82,6 +82,7 @@ def ddp_repo(tmp_path_factory) -> Path:
     return prepared_repo(tmp_path_factory.mktemp("ddp") / "bbn", EXACT)
 
 
+@pytest.mark.pipeline
 def test_two_processes_equal_one_process_with_accumulation(ddp_repo):
     """Baseline CE (one sampler, the same permutation): 2 ranks x batch 16 and 1 process x 2
     micro-batches of 16 take the same steps on the same images: weights equal to 1e-5."""
@@ -97,6 +98,7 @@ def test_two_processes_equal_one_process_with_accumulation(ddp_repo):
                for k in w_one if "running" not in k and "num_batches" not in k) < 1e-5
 
 
+@pytest.mark.pipeline
 def test_bbn_two_processes_close_to_one(ddp_repo):
     """BBN: the reversed batches are drawn per rank (rank-specific seeds), so the runs differ by
     sampling only: same steps, losses within 0.1 (measured 0.0012)."""
@@ -109,6 +111,7 @@ def test_bbn_two_processes_close_to_one(ddp_repo):
     assert two["lr"].iloc[0] == one["lr"].iloc[0] == pytest.approx(2 * 0.05)  # linear scaling, x2
 
 
+@pytest.mark.pipeline
 def test_one_failing_rank_stops_the_job(ddp_repo, tmp_path):
     """Rank 1 raises in epoch 2: the job exits non-zero within seconds, its error shown, and no
     half-written file remains (rank 0's state of epoch 1 is complete)."""

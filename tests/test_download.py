@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FileServer
 
 from bbn.errors import BBNError
 from bbn.sources.download import fetch, safe_extract
+from tests.helpers import FileServer
 
 
 def test_fetch_file_url_and_md5(tmp_path):

@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import prepared_repo, read_params, sh, stage
 from mlflow.tracking import MlflowClient
 
 from stages.params import METHODS
+from tests.helpers import prepared_repo, read_params, sh, stage
 
 pytestmark = pytest.mark.pipeline
 

@@ -157,10 +157,11 @@ def test_predict_reports_unreadable_files_as_rows_and_carries_on(tmp_path, capsy
     assert set(ok["name"]) <= {"ant", "bee", "NA"}
 
 
+@pytest.mark.pipeline
 def test_stages_remove_what_a_killed_run_left(tmp_path):
     """Leftovers of a SIGKILL in extraction, download, stats and prepare (staging folders and
     temporaries no `finally` removed) are gone after the next run of those stages."""
-    from conftest import make_repo, stage
+    from tests.helpers import make_repo, stage
 
     repo = make_repo(tmp_path / "repo", {"data": {"name": "imagefolder", "test_per_class": 2,
                                                   "source": "tests/data/real-world/birds_macos.zip"}})

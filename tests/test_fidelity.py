@@ -14,7 +14,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_datasets import cifar10_python
 
 from bbn.cli.report import cell
 from bbn.data.samplers import StepBatches, UniformSampler
@@ -26,6 +25,7 @@ from bbn.sources.datasets import fetch_dataset
 from bbn.train.losses import effective_number_weights, focal_loss, loss_for, sigmoid_focal_loss
 from stages.params import DataParams
 from stages.split import official_val
+from tests.helpers import cifar10_python
 
 
 # ------------------------------------------------------------------ 1. scale augmentation for photos

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
+import pytest
 import torch
-from conftest import make_repo, sh, stage
-from test_datasets import _jpeg
 
 from bbn.files import read_csv, write_csv
+from tests.helpers import jpeg, make_repo, sh, stage
 
 NAMES = ["001", "NA", "None", "True", "nan"]  # sorted: the ImageFolder class order
 
@@ -28,12 +28,13 @@ def test_read_csv_keeps_identifiers(tmp_path):
     assert str(read_csv(path)["image_id"].dtype) == "int64"
 
 
+@pytest.mark.pipeline
 def test_class_names_survive_the_pipeline_and_predict(tmp_path):
     src = tmp_path / "src"
     for c, name in enumerate(NAMES):
         (src / name).mkdir(parents=True)
         for i in range(8):
-            (src / name / f"{i}.jpg").write_bytes(_jpeg(100 * c + i, 16))
+            (src / name / f"{i}.jpg").write_bytes(jpeg(100 * c + i, 16))
     repo = make_repo(tmp_path / "repo", {"data": {"name": "imagefolder", "source": str(src), "test_per_class": 2},
                                          "train": {"epochs": 1, "lr_steps": [1], "tmax": 1}})
     for name in ("download", "check", "split", "stats", "prepare", "train"):

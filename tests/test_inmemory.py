@@ -228,10 +228,11 @@ def test_in_memory_param_words():
         validate({"train": {"in_memory": "sometimes"}})
 
 
+@pytest.mark.pipeline
 def test_train_stage_chooses_the_path_by_param(tmp_path):
     """The tiny digits set fits: auto trains in memory, off through the DataLoaders, off with
     gpu_decode through batches decoded on the device (here the CPU, with a warning)."""
-    from conftest import prepared_repo, set_params, stage
+    from tests.helpers import prepared_repo, set_params, stage
     repo = prepared_repo(tmp_path / "bbn", {"train": {"epochs": 1, "lr_steps": [1]}})
     for mode, gpu, in_memory in (("auto", False, True), (False, False, False), (False, True, False)):
         set_params(repo, {"train": {"in_memory": mode, "gpu_decode": gpu}})
@@ -241,12 +242,13 @@ def test_train_stage_chooses_the_path_by_param(tmp_path):
         assert ("GPU JPEG decoding needs a CUDA device" in proc.stderr) == gpu, proc.stderr[-2000:]
 
 
+@pytest.mark.pipeline  # a bench script end to end: about a minute
 def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     """``bash bench/gpu.sh --device cpu``: the GPU check's every step on tiny synthetic data."""
     import json
     import subprocess
 
-    from conftest import ROOT, env
+    from tests.helpers import ROOT, env
     out = tmp_path / "gpu.json"
     proc = subprocess.run(["bash", "bench/gpu.sh", "--device", "cpu", "--epochs", "1", "--data",
                            str(tmp_path / "absent.tar.gz")], cwd=ROOT, capture_output=True, text=True,
@@ -256,6 +258,7 @@ def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert result["epochs"] == 1 and 0 <= result["test_top1"] <= 100 and result["official_step_img_per_s"] > 0
     assert proc.stdout.count("| in-memory input |") == 2 and "INCOMPLETE" not in proc.stdout
+    assert "| BBN ResNet-50 step, 32 px" in proc.stdout and "GPU waits" in proc.stdout  # bench/gpu_input.py
 
 
 def test_decoded_batches_equal_the_in_memory_batches(files):

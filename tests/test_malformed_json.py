@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_repo, stage
-from test_datasets import one_error_line
+
+from tests.helpers import make_repo, one_error_line, stage
+
+pytestmark = pytest.mark.pipeline  # the train stage / download stage as processes
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_repo, set_params, sh, stage
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from bbn.data.inat import load_images
+from tests.helpers import make_repo, set_params, sh, stage
 
 pytestmark = pytest.mark.pipeline
 

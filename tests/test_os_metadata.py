@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_datasets import _jpeg
 
 from bbn.cli.predict import collect_images
 from bbn.data.decode import is_os_metadata
@@ -20,6 +19,7 @@ from bbn.data.inat import find_json, load_images
 from bbn.sources.datasets import fetch_dataset
 from bbn.sources.download import safe_extract
 from stages.params import DataParams
+from tests.helpers import jpeg
 
 BIRDS = Path(__file__).parent / "data" / "real-world" / "birds_macos.zip"
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "  # a resource fork's header, not an image
@@ -97,7 +97,7 @@ def test_cifar_imagefolder_path_ignores_metadata(tmp_path):
         for c, k in zip(("airplane", "bird", "cat"), n):
             (src / split / c).mkdir(parents=True)
             for i in range(k):
-                (src / split / c / f"{i}.jpg").write_bytes(_jpeg(i))
+                (src / split / c / f"{i}.jpg").write_bytes(jpeg(i))
                 (src / split / c / f"._{i}.jpg").write_bytes(APPLEDOUBLE)
     (src / "train" / ".DS_Store").write_bytes(DEBRIS[".DS_Store"])
     shutil.copytree(src / "train" / "cat", src / "__MACOSX" / "train" / "cat")
@@ -113,8 +113,8 @@ def test_inat_tree_links_no_metadata(tmp_path):
     cats = [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]
     images = [{"id": i, "file_name": f"train_val2019/0/{i}.jpg"} for i in range(2)]
     for im in images:
-        (src / im["file_name"]).write_bytes(_jpeg(im["id"]))
-    (src / "test2019" / "t.jpg").write_bytes(_jpeg(9))
+        (src / im["file_name"]).write_bytes(jpeg(im["id"]))
+    (src / "test2019" / "t.jpg").write_bytes(jpeg(9))
     ann = [{"id": i, "image_id": i, "category_id": i} for i in range(2)]
     for split in ("train", "val"):
         (src / f"{split}2019.json").write_text(json.dumps({"images": images, "annotations": ann, "categories": cats}))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from conftest import make_repo, sh
+import pytest
 
 from stages import paths
 from stages.runs import store_uri
+from tests.helpers import make_repo, sh
 
 BIRDS = Path(__file__).parent / "data" / "real-world" / "birds_macos.zip"
 
@@ -36,6 +37,7 @@ def test_relative_tracking_uri_is_the_project_roots(monkeypatch, tmp_path):
     assert store_uri(Tracking) == f"sqlite:///{tmp_path}/store/runs.db"
 
 
+@pytest.mark.pipeline
 def test_relative_data_source_under_dvc_exp_run_temp(tmp_path):
     """`data.source: birds` (a folder beside params.yaml, kept out of git) under `dvc exp run --temp`,
     whose temporary copy has no such folder: the stage finds it at the project root."""
@@ -48,5 +50,5 @@ def test_relative_data_source_under_dvc_exp_run_temp(tmp_path):
     sh(repo, "git", "commit", "-qam", "data outside git")
     proc = sh(repo, "dvc", "exp", "run", "--temp", "download", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "download: imagefolder ready" in proc.stdout
+    assert "download: imagefolder built" in proc.stdout
     assert not (repo / "data" / "raw").exists()  # it ran in the temporary copy, not here

@@ -10,11 +10,11 @@ import threading
 import pytest
 import torch
 import torchvision
-from conftest import make_repo, sh
 
 from bbn.errors import BBNError
 from bbn.model.network import ModelSpec, build_model
 from bbn.model.pretrained import load_pretrained
+from tests.helpers import make_repo, sh
 
 
 @pytest.fixture(scope="module")

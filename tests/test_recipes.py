@@ -9,11 +9,11 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT, make_repo, sh
 from mlflow.tracking import MlflowClient
 
 from bbn.errors import BBNError
 from stages.recipe import load, names, resolve
+from tests.helpers import ROOT, make_repo, sh
 
 CURRENT = yaml.safe_load((ROOT / "params.yaml").read_text())
 SECTIONS = ("stats", "split", "prepare", "model", "train", "eval")  # what a recipe must set completely

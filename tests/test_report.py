@@ -1,4 +1,4 @@
-"""bbn.report against a real MLflow sqlite store: grouping, mean ± std, val_ fallback, files, errors."""
+"""bbn.cli.report (bbn-report) against a real MLflow sqlite store: grouping, mean ± std, val_ fallback, files, errors."""
 
 from __future__ import annotations
 
@@ -163,3 +163,28 @@ def test_group_sizes_beside_accuracies_and_empty_groups_said_so(store, tmp_path,
     main(args(store, tmp_path / "old", "--group-by", "train.method"))  # runs without group sizes
     text = (tmp_path / "old/report.md").read_text()
     assert "classes)" not in text.split("Mean ±")[0]
+
+
+def test_one_class_is_singular_and_an_all_zero_panel_has_no_negative_ticks(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bbn.cli import report
+
+    summary = pd.DataFrame({"train.method": ["bbn", "ce"], "n": [1, 1],
+                            "test_many_acc_mean": [0.0, 0.0], "test_many_acc_std": [float("nan")] * 2,
+                            "test_many_acc_n": [1, 1], "test_many_acc_source": ["test_many_acc"] * 2,
+                            "test_many_acc_classes": ["1", "1/2"]})
+    assert report.cell(summary.iloc[0], "test_many_acc") == "0.00 (1 class)"
+    assert report.cell(summary.iloc[1], "test_many_acc") == "0.00 (1/2 classes)"
+    seen = {}
+    real = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *a, **k):
+        seen["xlim"] = fig.axes[0].get_xlim()
+        seen["ticks"] = [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t]
+        return real(fig, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    report.plot(summary, ["train.method"], ["test_many_acc"], tmp_path / "zero.png")
+    assert seen["xlim"] == (0.0, 100.0) and min(seen["ticks"]) >= 0

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
-sys.path.insert(0, str(ROOT / "bench"))
-import reproduce  # noqa: E402
-
-from bbn.errors import BBNError  # noqa: E402
-from stages.recipe import resolve  # noqa: E402
+from bbn.errors import BBNError
+from bench import reproduce
+from stages.recipe import resolve
 
 
 def test_plan_scales_the_schedule_shape_and_validates():

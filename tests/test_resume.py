@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import env, prepared_repo, set_params, sh
+from tests.helpers import env, prepared_repo, set_params, sh
 
 RESUMABLE = {"train": {"epochs": 4, "tmax": 4, "lr_steps": [3], "deterministic": True, "crop_padding": 2}}
+
+pytestmark = pytest.mark.pipeline  # the train stage / download stage as processes
 
 
 def _train(repo: Path, extra_env: dict | None = None) -> subprocess.Popen:

@@ -12,6 +12,7 @@ from bbn.model.inference import predict
 from bbn.model.network import ModelSpec, build_model
 from bbn.train.loop import fit
 from stages.params import TrainParams
+from stages.specs import train_spec
 
 PLAIN = {"channels_last": False}  # every speed option off (the pipeline's default turns channels_last on)
 OPTIONS = [{"amp": "bf16"}, {"amp": "fp16"}, {"channels_last": True}, {"single_pass": True}]
@@ -23,7 +24,7 @@ def _fit(options: dict, epochs: int = 1):
     data = TensorDataset(x + y[:, None, None, None].float(), y)  # learnable: the class shifts the mean
     loaders = {k: DataLoader(data, batch_size=16, sampler=UniformSampler(64, seed=1)) for k in ("uniform", "reversed")}
     model = build_model(ModelSpec("resnet32", 4, "full"))
-    p = TrainParams(epochs=epochs, warmup_epochs=0, lr_steps=[99], lr=0.05, **PLAIN | options)
+    p = train_spec(TrainParams(epochs=epochs, warmup_epochs=0, lr_steps=[99], lr=0.05, **PLAIN | options))
     history = fit(model, loaders, None, p, torch.device("cpu"), torch.ones(4))
     return model, history
 
@@ -94,7 +95,7 @@ def _three_epochs() -> dict[str, float]:
         loaders = {k: DataLoader(data, batch_size=32, sampler=UniformSampler(len(y), seed=1))
                    for k in ("uniform", "reversed")}
         model = build_model(ModelSpec("resnet32", 10, "full"))
-        p = TrainParams(epochs=3, tmax=3, warmup_epochs=0, lr_steps=[99], lr=0.05, **PLAIN | options)
+        p = train_spec(TrainParams(epochs=3, tmax=3, warmup_epochs=0, lr_steps=[99], lr=0.05, **PLAIN | options))
         fit(model, loaders, None, p, torch.device("cpu"), torch.bincount(y))
         logits, _ = predict(model, DataLoader(TensorDataset(tx, ty), batch_size=256), torch.device("cpu"))
         accuracy[name] = float((logits.argmax(1) == ty.numpy()).mean())
@@ -106,7 +107,7 @@ def test_the_pipeline_trains_in_channels_last_by_default():
     the model the loop trains holds its conv weights in NHWC, and the step's batches follow."""
     from bbn.train.speed import Speed, prepare_model
 
-    p = TrainParams()
+    p = train_spec(TrainParams())
     model = prepare_model(build_model(ModelSpec("resnet32", 4, "off")), p, torch.device("cpu"))
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -16,10 +16,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import env, make_repo, set_params, sh, stage
 from mlflow.tracking import MlflowClient
 
 from bbn.data.inat import load_images
+from tests.helpers import env, make_repo, set_params, sh, stage
 
 pytestmark = pytest.mark.pipeline
 
@@ -76,6 +76,16 @@ def test_the_run_is_what_an_mlflow_user_expects(repo):
     assert _md5(next(local.rglob("model.pt"))) == _md5(repo / "models/model.pt")
     (version,) = client.search_model_versions("name='bbn-tiny'")
     assert version.run_id == run.info.run_id
+    # named after the run, its URI in models/mlflow_run.json (the README's snippet), the test metrics on it
+    logged = mlflow.get_logged_model(output.model_id)
+    assert logged.name == run.info.run_name
+    assert json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"] == f"models:/{output.model_id}"
+    on_model = {m.key: m for m in logged.metrics or []}
+    head = json.loads((repo / "metrics/eval.json").read_text())
+    assert on_model["test_top1_error"].value == pytest.approx(head["test_top1_error"], abs=1e-6)
+    assert on_model["test_top1_error"].dataset_name == "digits" and on_model["test_top1_error"].dataset_digest
+    last = pd.read_csv(repo / "plots/learning_curve.csv").iloc[-1]  # and the last epoch's training numbers
+    assert on_model["val_acc"].value == pytest.approx(last["val_acc"], abs=1e-6) and on_model["val_acc"].step == 2
     model = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
     assert [c.name for c in model.metadata.get_input_schema().inputs] == ["image"]
     saved = np.load(repo / "predictions/test.npz")
@@ -108,7 +118,9 @@ def test_evaluation_under_other_params_gets_its_own_run_linked_to_training(repo,
     (run,) = linked  # evaluate and submit share it
     assert run.data.params["eval.tta_flip"] == "True" and run.data.metrics["tta_flip"] == 1.0
     assert run.info.status == "FINISHED" and "test_top1_error" in run.data.metrics
-    assert run.info.run_name == run.data.tags["dvc_exp_name"] != ""
+    # descriptive like any run; DVC's random experiment name as a tag and in the description
+    assert run.info.run_name == "bbn-r32-16px-tmax2-seed0" and run.data.tags["dvc_exp_name"] != ""
+    assert f"DVC experiment: {run.data.tags['dvc_exp_name']}." in run.data.tags["mlflow.note.content"]
     inputs = client.get_run(run.info.run_id).inputs  # search_runs leaves model inputs out
     assert [m.model_id for m in inputs.model_inputs] == [trained.outputs.model_outputs[0].model_id]
     assert "submission.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}

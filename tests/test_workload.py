@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FileServer
-from test_datasets import inat2019, md5s
 from torch.utils.data import DataLoader, TensorDataset
 
 from bbn.data.loading import ImageList, eval_loader, resolve_workers, train_loaders
@@ -20,6 +18,8 @@ from bbn.sources.download import stream_extract
 from bbn.sources.raw import point, shared_tree, source_fingerprint
 from bbn.train.loop import fit
 from stages.params import DataParams, TrainParams
+from stages.specs import train_spec
+from tests.helpers import FileServer, inat2019, md5s
 
 
 @pytest.fixture
@@ -69,8 +69,8 @@ def _fit(max_steps: int, epochs: int = 3, resume: dict | None = None):
     data = TensorDataset(x, y)
     loaders = {k: DataLoader(data, batch_size=8, sampler=UniformSampler(64, seed=1)) for k in ("uniform", "reversed")}
     model = build_model(ModelSpec("resnet32", 4, "off"))
-    p = TrainParams(epochs=epochs, tmax=epochs, warmup_epochs=0, lr_steps=[99], max_steps=max_steps,
-                    channels_last=False)
+    p = train_spec(TrainParams(epochs=epochs, tmax=epochs, warmup_epochs=0, lr_steps=[99], max_steps=max_steps,
+                               channels_last=False))
     seen = []
     history = fit(model, loaders, None, p, torch.device("cpu"), torch.ones(4),
                   on_epoch=lambda epoch, row, state: seen.append((epoch, row["steps"])), resume=resume)
@@ -190,10 +190,49 @@ def test_dropping_archives_keeps_one_copy_and_loses_nothing_when_interrupted(tmp
         monkeypatch.setattr(datasets, "stream_extract", real)
         server.requests.clear()
         fetch_dataset(_inat(server, False, files), tmp_path / "b", downloads)
-        assert server.requests == []  # the interrupted archive was complete and verified; the rest extracted
+        assert "train_val2019.tar.gz" not in {path for path, _ in server.requests}  # complete and verified: kept
         assert not list(downloads.glob("*.tar.gz")) and not list(downloads.glob("*.md5"))  # one copy: the extraction
         server.requests.clear()
         fetch_dataset(_inat(server, True, files), tmp_path / "c", downloads)  # extracted: nothing to fetch
         assert server.requests == []
     trees = [sorted(p.relative_to(tmp_path / x).as_posix() for p in (tmp_path / x).rglob("*.jpg")) for x in "bc"]
     assert trees[0] == trees[1] and len(trees[0]) == 21  # 17 training and val images, 4 test
+
+
+# ------------------------------------------------------------------------- the official init
+@pytest.mark.parametrize("init", ["official", "fan_out"])
+def test_conv_init_std_per_layer_follows_its_kaiming_formula(init):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet32", 10, "off", shortcut="pad", init=init))
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 1 + 3 * 5 * 2 + 2  # stem, 3 stages x 5 blocks x 2, the second branch block's 2
+    for conv in convs:
+        out_c, in_c, k, _ = conv.weight.shape
+        fan = in_c * k * k if init == "official" else out_c * k * k
+        assert conv.weight.std().item() == pytest.approx((2 / fan) ** 0.5, rel=0.12), conv
+    stem = convs[0].weight.std().item()
+    assert stem == pytest.approx(0.272 if init == "official" else 0.118, rel=0.12)  # sqrt(2/27), sqrt(2/144)
+
+
+def test_official_init_of_resnet50_is_pytorchs_default_and_a_bad_init_is_named():
+    torch.manual_seed(0)
+    conv = next(m for m in build_model(ModelSpec("resnet50", 10, "off", init="official")).modules()
+                if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] == 64 and m.weight.shape[2] == 3)
+    bound = 1 / (conv.weight[0].numel()) ** 0.5  # kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(fan_in), ...)
+    assert conv.weight.abs().max().item() <= bound and conv.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
+    with pytest.raises(ArgError, match="init"):
+        build_model(ModelSpec("resnet32", 10, "off", init="xavier"))
+
+
+def test_every_recipe_claims_the_official_init():
+    from stages.recipe import load, names
+
+    for name in names():
+        assert load(name)["model"]["init"] == "official", name
+
+
+def test_the_fingerprint_ends_a_symlink_loop(tmp_path):
+    (tmp_path / "src/cat").mkdir(parents=True)
+    (tmp_path / "src/cat/1.jpg").write_bytes(b"one")
+    (tmp_path / "src/cat/loop").symlink_to(tmp_path / "src", target_is_directory=True)
+    assert source_fingerprint(tmp_path / "src")  # returns: each folder walked once

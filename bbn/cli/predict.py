@@ -9,6 +9,10 @@ goes through the prepare step in memory (resize to the checkpoint's prepare shor
 at its quality: ``bbn.data.prepare.prepared_image``), then the evaluation stage's transform and
 both-branch inference: the network sees the tensor evaluation got from the prepared copy, so the
 top-1 agrees with ``predictions/test.npz``.
+
+A model answers for any image. When an image looks nothing like the training images (its size or
+colour statistics far from those the checkpoint recorded: ``bbn.model.inputs``), its row says why in
+the ``unlike_training`` column and one warning on stderr says that such predictions are guesses.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from bbn.data.decode import is_image_name
 from bbn.data.imagecheck import check_image
 from bbn.errors import BBNError, run
 from bbn.evaluate.metrics import softmax
@@ -30,6 +33,8 @@ from bbn.evaluate.predictions import predict_frame
 from bbn.files import atomic_path
 from bbn.model.checkpoint import load_checkpoint
 from bbn.model.inference import resolve_device, test_alpha
+from bbn.model.inputs import unlike
+from bbn.sources.walk import image_files
 
 
 def collect_images(inputs: list[str]) -> list[str]:
@@ -37,7 +42,7 @@ def collect_images(inputs: list[str]) -> list[str]:
     paths: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += sorted(str(p) for p in item.rglob("*") if is_image_name(p.relative_to(item)))
+            paths += [str(p) for p in image_files(item)]  # the dataset walk: nothing hidden, links followed
         elif item.suffix.lower() == ".txt" and item.is_file():
             base = item.parent
             for n, line in enumerate(item.read_text().splitlines(), 1):
@@ -67,9 +72,27 @@ def classify(checkpoint: str | Path, paths: list[str], top_k: int = 5, batch_siz
         load_checkpoint(checkpoint, torch.device("cpu"))  # a bad checkpoint is still the first thing to say
         raise BBNError(f"{paths[0]}: cannot read image ({reasons[0]}); no image could be read")
     table = _classify(checkpoint, readable, top_k, batch_size, alpha, tta_flip, device).assign(error="")
+    table["unlike_training"] = unlike_training(checkpoint, readable)
     predicted = iter(table.to_dict("records"))
     rows = [{"path": p, "error": why} if why else next(predicted) for p, why in zip(paths, reasons)]
     return pd.DataFrame(rows, columns=table.columns).astype({"category_id": "Int64"})
+
+
+def unlike_training(checkpoint: str | Path, paths: list[str]) -> list[str]:
+    """Per image, why it looks nothing like the training images ('' when it does; ``bbn.model.inputs``);
+    one warning on stderr when any does, or when the checkpoint predates the recorded profile."""
+    reference = torch.load(checkpoint, map_location="cpu", weights_only=True).get("inputs") or {}
+    if not reference:
+        print(f"bbn-predict: {checkpoint} records no profile of its training images (an older checkpoint): "
+              "images unlike them cannot be pointed out", file=sys.stderr)
+        return [""] * len(paths)
+    reasons = [unlike(reference, p) for p in tqdm(paths, desc="compare with training", unit="img", disable=None,
+                                                  leave=False)]
+    odd = [(p, why) for p, why in zip(paths, reasons) if why]
+    if odd:
+        print(f"bbn-predict: warning: {len(odd)} of {len(paths)} image(s) look nothing like the training images "
+              f"({odd[0][0]}: {odd[0][1]}); their predictions are guesses (column unlike_training)", file=sys.stderr)
+    return reasons
 
 
 def _classify(checkpoint: str | Path, paths: list[str], top_k: int, batch_size: int, alpha: float | None,

@@ -30,7 +30,7 @@ from bbn.errors import (
     BBNError,  # noqa: E402
     run,  # noqa: E402
 )
-from bbn.files import atomic_path, write_text  # noqa: E402
+from bbn.files import atomic_path, sqlite_path, sqlite_uri, write_text  # noqa: E402
 
 METRICS = ("test_top1_error", "test_many_acc", "test_medium_acc", "test_few_acc")
 REPLICATE_PARAMS = {"train.seed", "data.seed"}  # varying these repeats an experiment, not a new one
@@ -126,11 +126,13 @@ def summarise(runs: pd.DataFrame, group_by: list[str], metrics: list[str]) -> pd
 def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFrame:
     """Every run of the experiment matching the filter, newest first, as a flat frame."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    from bbn.tracking.failures import open_store
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
         raise BBNError(f"no MLflow store at {uri} (no run has been tracked yet?)")
-    client = MlflowClient(tracking_uri=uri)
+    client = open_store(uri)
     try:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
@@ -195,7 +197,7 @@ def cell(row: pd.Series, metric: str) -> str:
         kind = f": {row['val_split']}" if row.get("val_split") else ""
         text += f" (val{kind})" if source == fallback(metric) else f" (test+val{kind})"  # mixed within the group
     if classes:
-        text += f" ({classes} classes)"
+        text += f" ({classes} {'class' if set(str(classes).split('/')) == {'1'} else 'classes'})"
     return text + (f" (n={n})" if n != row["n"] else "")
 
 
@@ -214,6 +216,20 @@ def markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str], hea
     if dropped:
         note += f"\nNot shown (logged by none of these runs): {', '.join(dropped)}."
     return f"{header}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
+
+
+def leakage_note(runs: pd.DataFrame) -> str:
+    """A warning naming the runs whose test set shares images with their training images (metric
+    ``test_images_in_train`` > 0: their test numbers are partly measured on training images), or ''."""
+    if "metrics.test_images_in_train" not in runs:
+        return ""
+    counts = pd.to_numeric(runs["metrics.test_images_in_train"], errors="coerce")
+    leaky = runs.loc[counts > 0, "run_id"].tolist()
+    if not leaky:
+        return ""
+    return (f"\n**Warning:** {_count(len(leaky), 'run')} ({', '.join(leaky[:3])}{', ...' if len(leaky) > 3 else ''}) "
+            f"were tested on images with a byte-identical copy among their training images (up to "
+            f"{int(counts.max())}: metric `test_images_in_train`, listed in `data/stats/duplicates.csv`).\n")
 
 
 def label(row: pd.Series, group_by: list[str]) -> str:
@@ -236,6 +252,9 @@ def plot(summary: pd.DataFrame, group_by: list[str], metrics: list[str], target:
         ax.set_title(m + (" (%)" if scale == 100 else "") + (", hatched: val_" if val.any() else "") + empty,
                      fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+        ends = ((summary[f"{m}_mean"] + summary[f"{m}_std"].fillna(0)) * scale).dropna()
+        top = float(ends.max()) if len(ends) else 0.0  # errors, accuracies, ECE, NLL: never below 0
+        ax.set_xlim(0, top * 1.08 if top > 0 else scale)  # an all-zero (or empty) panel: 0..100 %, no negative ticks
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0][0].invert_yaxis()  # first group on top, as in the table
     with atomic_path(target, suffix=".png") as tmp:
@@ -266,7 +285,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    uri = args.tracking_uri or sqlite_uri(Path.cwd() / "mlflow.db")
     asked = list(args.metrics or METRICS)
     runs, metrics = select(load_runs(uri, args.experiment, args.filter), asked, args.metrics is not None, args.last)
     runs = runs.dropna(axis=1, how="all")  # params only the dropped runs had are not "varying"
@@ -279,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
               + f" by {', '.join(group_by) or '(nothing)'}; "
               + f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.")
     text = markdown(summary, group_by, metrics, header, [m for m in asked if m not in metrics])
+    text += leakage_note(runs)
     out = Path(args.out)
     write_text(out / "report.md", text)
     with atomic_path(out / "report.csv", suffix=".csv") as tmp:

@@ -34,7 +34,11 @@ from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# files a dataset walk collects (bbn.sources.walk): what Pillow reads (.jfif and .jpe are JPEG), and photo
+# formats it may not (the readability check lists those as "unsupported format" instead of dropping them)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif"}
+OTHER_IMAGE_SUFFIXES = {".heic", ".heif", ".hif", ".jxl", ".jp2", ".j2k", ".svg", ".dng", ".cr2", ".cr3", ".nef",
+                        ".arw", ".raf", ".orf", ".rw2"}
 ORIENTATION = 0x0112  # the EXIF tag; 1 = stored upright
 
 # names that operating systems, file managers and archivers add beside the user's files
@@ -52,8 +56,9 @@ def is_os_metadata(path) -> bool:
 
 
 def is_image_name(path) -> bool:
-    """Whether a file name (str or Path) has an image suffix (case-insensitive) and is not OS metadata."""
-    return str(path).lower().endswith(tuple(IMAGE_SUFFIXES)) and not is_os_metadata(path)
+    """Whether a file name (str or Path) has an image suffix (``IMAGE_SUFFIXES`` or
+    ``OTHER_IMAGE_SUFFIXES``, case-insensitive) and is not OS metadata."""
+    return str(path).lower().endswith(tuple(IMAGE_SUFFIXES | OTHER_IMAGE_SUFFIXES)) and not is_os_metadata(path)
 
 
 def draft_size(size: tuple[int, int], short_side: int) -> tuple[int, int] | None:

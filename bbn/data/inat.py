@@ -68,13 +68,13 @@ def load_images(path: str | Path, labelled: bool = True, check_files: bool = Tru
     doc = _read(path)
     images = _frame(path, doc, "images", ["id", "file_name"])
     cats = _frame(path, doc, "categories", ["id"])
-    if images["id"].duplicated().any():
-        raise BBNError(f"{path}: images: duplicate id {images['id'][images['id'].duplicated()].iloc[0]}")
+    _check_unique_ids(path, images)
     _check_confined(path, images)
     out = pd.DataFrame({"image_id": images["id"], "path": [str(path.parent / f) for f in images["file_name"]]})
     if labelled or doc.get("annotations"):
         ann = _frame(path, doc, "annotations", ["image_id", "category_id"])
         _check_annotations(path, ann, set(images["id"]), set(cats["id"]))
+        _check_one_label(path, ann)
         labels = ann.drop_duplicates("image_id").set_index("image_id")["category_id"]
         missing = out.loc[~out["image_id"].isin(labels.index), "image_id"]
         if len(missing):
@@ -87,6 +87,26 @@ def load_images(path: str | Path, labelled: bool = True, check_files: bool = Tru
             if not Path(p).is_file():
                 raise BBNError(f"{path}: images[{i}] (id {out['image_id'][i]}): file {p} is missing")
     return out
+
+
+def _check_unique_ids(path: Path, images: pd.DataFrame) -> None:
+    """One entry per image id: two images under one id would take each other's labels."""
+    dup = images["id"].duplicated(keep=False)
+    if dup.any():
+        first = images.loc[dup, "id"].iloc[0]
+        names = images.loc[images["id"] == first, "file_name"].tolist()
+        raise BBNError(f"{path}: images: id {first} is given to {len(names)} images: {', '.join(map(str, names[:3]))}")
+
+
+def _check_one_label(path: Path, ann: pd.DataFrame) -> None:
+    """One category per image (identical repeated annotations are accepted): otherwise which one
+    counts would be an accident of the file's order."""
+    per_image = ann.groupby("image_id", sort=False)["category_id"].nunique()
+    if (per_image > 1).any():
+        image = per_image.index[(per_image > 1).to_numpy().argmax()]
+        rows = ann.index[ann["image_id"] == image].tolist()
+        values = ", ".join(f"{ann['category_id'][i]} (annotations[{i}])" for i in rows[:4])
+        raise BBNError(f"{path}: image id {image} is annotated with different category ids: {values}")
 
 
 def _check_confined(path: Path, images: pd.DataFrame) -> None:
@@ -115,4 +135,5 @@ def _check_annotations(path: Path, ann: pd.DataFrame, image_ids: set, category_i
     bad_img = ~ann["image_id"].isin(image_ids)
     if bad_img.any():
         i = int(bad_img.to_numpy().argmax())
-        raise BBNError(f"{path}: annotations[{i}]: unknown image_id {ann['image_id'].iloc[i]}")
+        raise BBNError(f"{path}: annotations[{i}]: image_id {ann['image_id'].iloc[i]} (category_id "
+                       f"{ann['category_id'].iloc[i]}) names no image of the file's images list")

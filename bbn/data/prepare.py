@@ -18,6 +18,7 @@ the checkpoint carries, so an image reaches the network as the same tensor eithe
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -33,8 +34,10 @@ from bbn.data.decode import decode, load_rgb, open_reduced, orientation  # noqa:
 from bbn.data.loading import ImageList
 from bbn.data.transforms import checkpoint_transform, test_resize
 from bbn.errors import BBNError
+from bbn.files import named
 
 PARALLEL_FROM = 500  # below this, worker start-up costs more than it saves
+DIGESTS = "sha256.csv"  # in the prepared folder: path (the original's, as the split lists it), sha256 of the copy
 
 
 def resize_short(img: Image.Image, short_side: int) -> Image.Image:
@@ -94,37 +97,42 @@ def test_images(ckpt: dict, paths: Sequence[str], targets: Sequence[int], origin
     return ImageList(paths, targets, transform, decode_size=size)
 
 
-def prepare_one(src: str, dst: str, short_side: int, quality: int = 95) -> None:
+def prepare_one(src: str, dst: str, short_side: int, quality: int = 95) -> str:
     """Write the prepared copy of file ``src`` to ``dst`` (folders created; the stage writes into a
-    temporary folder that gets its name when every image is done)."""
+    temporary folder that gets its name when every image is done); return the copy's sha256."""
     dst_path = Path(dst)
     dst_path.parent.mkdir(parents=True, exist_ok=True)
-    dst_path.write_bytes(prepare_bytes(Path(src).read_bytes(), short_side, quality))
+    data = prepare_bytes(Path(src).read_bytes(), short_side, quality)
+    dst_path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
-def _safe(args: tuple[str, str], short_side: int, quality: int) -> str:
+def _safe(args: tuple[str, str], short_side: int, quality: int) -> tuple[str, str]:
     try:
-        prepare_one(args[0], args[1], short_side, quality)
-        return ""
-    except (OSError, ValueError) as exc:
-        return f"{args[0]}: {exc}"
+        return "", prepare_one(args[0], args[1], short_side, quality)
+    except OSError as exc:  # reading the original or writing the copy (a full disk names no file)
+        return f"{args[0]}: {named(exc, Path(args[1])) if exc.filename is None else exc}", ""
+    except ValueError as exc:
+        return f"{args[0]}: {exc}", ""
 
 
 def prepare_images(sources: list[str], targets: list[str], short_side: int, quality: int = 95,
-                   workers: int | None = None) -> None:
-    """Write each ``sources[i]`` to ``targets[i]`` with its short side reduced to ``short_side``."""
+                   workers: int | None = None) -> list[str]:
+    """Write each ``sources[i]`` to ``targets[i]`` with its short side reduced to ``short_side``;
+    return the sha256 of each written copy (what training sees: ``bbn.train.resume``)."""
     pairs = list(zip(sources, targets))
     workers = workers or os.cpu_count() or 1
     bar = dict(total=len(pairs), desc="prepare images", unit="img", disable=None, leave=False)
     job = partial(_safe, short_side=short_side, quality=quality)
     if len(pairs) < PARALLEL_FROM or workers == 1:
-        errors = [job(p) for p in tqdm(pairs, **bar)]
+        done = [job(p) for p in tqdm(pairs, **bar)]
     else:
         with ProcessPoolExecutor(workers) as pool:
-            errors = list(tqdm(pool.map(job, pairs, chunksize=64), **bar))
-    failed = [e for e in errors if e]
+            done = list(tqdm(pool.map(job, pairs, chunksize=64), **bar))
+    failed = [e for e, _ in done if e]
     if failed:
         raise BBNError(f"prepare: {len(failed)} image(s) failed, e.g. {failed[0]}")
+    return [d for _, d in done]
 
 
 def prepared_path(path: str, raw: str = "data/raw", prepared: str = "data/prepared") -> str:

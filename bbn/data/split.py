@@ -1,6 +1,7 @@
 """Seeded, stratified train/val split of the training pool; the test set is never touched.
 
-Every class keeps at least one training image: a class with a single image stays in train, and
+Byte-identical copies (``bbn.data.duplicates``) stay on one side. Every class keeps at least one
+training image: a class with a single image stays in train, and
 stratification gives every larger class at least one training image too (checked, not assumed).
 """
 
@@ -12,8 +13,17 @@ from sklearn.model_selection import train_test_split
 from bbn.errors import BBNError
 
 
-def stratified_split(pool: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split ``pool`` (one row per image, column category_id) into (train, val)."""
+def stratified_split(pool: pd.DataFrame, val_fraction: float, seed: int,
+                     copies: pd.Series | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``pool`` (one row per image, column category_id) into (train, val). ``copies``: a key
+    per row of ``pool`` (the sha256 of its bytes) that byte-identical copies share; the first of each
+    copy set is split and the others follow it, so no image is in train with its copy in val."""
+    if copies is not None and copies.duplicated().any():
+        first = ~copies.duplicated()
+        train, val = stratified_split(pool[first], val_fraction, seed)
+        in_val = copies.isin(set(copies[first][pool[first]["image_id"].isin(val["image_id"])]))
+        return (pool[~in_val].sort_values("image_id").reset_index(drop=True),
+                pool[in_val].sort_values("image_id").reset_index(drop=True))
     if val_fraction == 0:
         return pool.reset_index(drop=True), pool.iloc[:0].copy()
     sizes = pool["category_id"].map(pool["category_id"].value_counts())

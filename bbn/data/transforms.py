@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-AUGMENTS = ("cifar", "inception")
+from bbn.vocab import AUGMENTS, NORMALIZATIONS
+
 CIFAR_PADDING = 4
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)
 CENTRE_FRACTION = 0.875  # inception test: centre crop of 87.5 % of the resized short side
@@ -33,6 +34,7 @@ NORMALIZE = {
     # CIFAR statistics as BBN and LDAM-DRW use them (lib/dataset/imbalance_cifar.py)
     "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
 }
+assert tuple(NORMALIZE) == NORMALIZATIONS
 CIFAR_DATASETS = ("cifar10_lt", "cifar100_lt")
 
 

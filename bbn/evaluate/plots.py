@@ -34,7 +34,7 @@ def count_axis(axis) -> None:
 
 def _group_legend(ax, groups: pd.Series) -> None:
     """One entry per shot group with its number of classes, an empty group included as (0)."""
-    ax.legend(handles=[Patch(color=c, label=f"{g}-shot ({int((groups == g).sum())} classes)")
+    ax.legend(handles=[Patch(color=c, label=f"{g}-shot ({_count(int((groups == g).sum()), 'class')})")
                        for g, c in COLOURS.items()], fontsize=8)
 
 
@@ -142,3 +142,8 @@ def confused_pairs(matrix: pd.DataFrame, target: str | Path, num_classes: int | 
                  else f"most confused {len(matrix)} of {num_classes} classes")
     fig.colorbar(image, ax=ax, fraction=0.046)
     _save(fig, target)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 class``, ``4 classes``."""
+    return f"{n} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
+from bbn import vocab
 from bbn.errors import ArgError
 from bbn.model.blurpool import BlurPool, blur_shortcuts, blurpool_layer
 
@@ -46,6 +47,7 @@ class ModelSpec:
     head: str = "linear"  # linear | cosine (LDAM's normalised classifier) | sigmoid (linear, bias -log(C-1))
     shortcut: str = "conv"  # conv (option B: 1x1 conv + BN) | pad (option A: parameter-free; ResNet-32 only)
     classifier: str = "separate"  # separate (two heads, paper's eq.) | official (one FC over 2 cat(a f_c, (1-a) f_r))
+    init: str = "fan_out"  # fan_out (Kaiming normal, fan-out) | official (the official code's: see _init_weights)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +60,7 @@ def antialias_sites(backbone: str, antialias: str) -> tuple[bool, bool]:
     """Where to blur before subsampling (Zhang 2019): (stem max-pool, residual blocks and shortcuts).
     ``antialias``: 'off', 'stem' or 'full'; ``ArgError('antialias')`` for 'stem' on a backbone
     without a stem max-pool (CIFAR ResNet-32) and for unknown values."""
-    if antialias not in ("off", "stem", "full"):
+    if antialias not in vocab.ANTIALIAS:
         raise ArgError("antialias", f"{antialias!r} is not one of off, stem, full")
     if antialias == "stem" and not STEM_POOL[backbone]:
         raise ArgError("antialias", f"'stem' blurs the stem max-pool, which {backbone} does not have; use off or full")
@@ -138,9 +140,10 @@ class PadShortcut(nn.Module):
 
 
 BACKBONES = {"resnet32": resnet32_trunk, "resnet50": resnet50_trunk}
+assert tuple(BACKBONES) == vocab.BACKBONES
 # The block that becomes the two branches, under its name in a plain (torchvision/timm) ResNet.
 LAST_BLOCK = {"resnet32": "layer3.4.", "resnet50": "layer4.2."}
-CLASSIFIERS = ("separate", "official")
+CLASSIFIERS = vocab.CLASSIFIERS
 
 
 class BilateralNet(nn.Module):
@@ -152,7 +155,7 @@ class BilateralNet(nn.Module):
         super().__init__()
         if spec.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {spec.backbone!r}; choose from {sorted(BACKBONES)}")
-        if spec.shortcut not in ("conv", "pad"):
+        if spec.shortcut not in vocab.SHORTCUTS:
             raise ArgError("shortcut", f"{spec.shortcut!r} is not one of conv, pad")
         if spec.classifier not in CLASSIFIERS or (spec.classifier == "official" and spec.head == "cosine"):
             raise ArgError("classifier", f"{spec.classifier!r}: choose separate or official (official is a "
@@ -168,7 +171,7 @@ class BilateralNet(nn.Module):
             head = CosineLinear if spec.head == "cosine" else nn.Linear
             self.cb_fc = head(width, spec.num_classes)
             self.rb_fc = head(width, spec.num_classes)
-        _init_weights(self)
+        _init_weights(self, spec.init, spec.backbone)
         if spec.head == "sigmoid":  # Cui et al.'s prior for sigmoid losses: p = 1/C per class at the start
             for fc in (m for m in self.modules() if isinstance(m, nn.Linear)):
                 nn.init.constant_(fc.bias, -math.log(max(spec.num_classes - 1, 1)))
@@ -212,10 +215,38 @@ class BilateralNet(nn.Module):
 
     def conventional(self, x: torch.Tensor) -> torch.Tensor:
         """The conventional branch alone: a plain ResNet, what the single-branch baselines train."""
-        f_c = self.pool(self.cb_block(self.trunk(x)))
+        return self._conventional_head(self.pool(self.cb_block(self.trunk(x))))
+
+    def _conventional_head(self, f_c: torch.Tensor) -> torch.Tensor:
         if self.spec.classifier == "official":  # fc(2 cat(f_c, 0)) without computing f_r
             return F.linear(2.0 * f_c, self.fc.weight[:, :f_c.shape[1]], self.fc.bias)
         return self.cb_fc(f_c)
+
+    @property
+    def mixing_layers(self) -> int:
+        """How many places Manifold Mixup may mix at besides the input: the trunk's stages."""
+        return sum(name.startswith("layer") for name, _ in self.trunk.named_children())
+
+    def mixed_conventional(self, x: torch.Tensor, layer: int, lam: float, perm: torch.Tensor | None = None,
+                           other: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, C) of the conventional branch for a batch mixed at ``layer`` (Manifold Mixup,
+        Verma et al. 2019; ``layer`` 0: the images themselves, Mixup, Zhang et al. 2018; k: the
+        output of the trunk's k-th stage, 1..``mixing_layers``): h = lam h(x) + (1 - lam) h(x)[perm],
+        or with ``other`` (a second batch of x's shape) lam h(x) + (1 - lam) h(other), each batch
+        through the trunk on its own until then."""
+        def mix(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+            return lam * a + (1.0 - lam) * (a[perm] if b is None else b)
+
+        if not 0 <= layer <= self.mixing_layers:
+            raise ValueError(f"layer {layer}: mix at 0 (the input) .. {self.mixing_layers}")
+        h, g = (mix(x, other), None) if layer == 0 else (x, other)
+        stage = 0
+        for name, module in self.trunk.named_children():
+            h, g = module(h), (None if g is None else module(g))
+            stage += name.startswith("layer")
+            if name.startswith("layer") and stage == layer:
+                h, g = mix(h, g), None
+        return self._conventional_head(self.pool(self.cb_block(h)))
 
     def forward(self, x: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
         """Inference: both branches see the same image; ``alpha`` 0.5 weighs them equally."""
@@ -248,10 +279,26 @@ def mix_logits(logits_c: torch.Tensor, logits_r: torch.Tensor, alpha: float) -> 
     return alpha * logits_c + (1.0 - alpha) * logits_r
 
 
-def _init_weights(model: nn.Module) -> None:
+INITS = vocab.INITS
+
+
+def _init_weights(model: nn.Module, init: str = "fan_out", backbone: str = "resnet32") -> None:
+    """Convolutions: ``fan_out``: Kaiming normal, std sqrt(2 / (out_channels * k * k)) (torchvision's
+    and timm's ResNets); ``official``: the official BBN code's, which differs by backbone: ResNet-32
+    (Megvii-Nanjing/BBN lib/backbone/resnet_cifar.py ``_weights_init``, as LDAM-DRW's) Kaiming
+    normal with fan-in, std sqrt(2 / (in_channels * k * k)), 2.3x larger in the stem; ResNet-50
+    (lib/backbone/resnet.py, no init of its own) PyTorch's default, Kaiming uniform with a = sqrt(5).
+    BatchNorm: weight 1, bias 0. Heads keep PyTorch's default (both codes). ``ArgError('init')``
+    for another ``init``."""
+    if init not in INITS:
+        raise ArgError("init", f"{init!r}: choose {' or '.join(INITS)}")
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and init == "fan_out":
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Conv2d) and backbone == "resnet32":
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.Conv2d):
+            m.reset_parameters()
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -17,11 +17,14 @@ key prefixes ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile), ``m
 (Lightning), ``backbone.``/``encoder.`` (mmpretrain, detection and self-supervised code). When most
 of the network is still not found, the error names a missing key and an unused one of the file.
 
-Files load with ``torch.load(weights_only=True)``: no pickled code runs.
+Files load with ``torch.load(weights_only=True)``: no pickled code runs. Numpy scalars, dtypes and
+arrays beside the weights (a ``best_result`` metric) are allowed, as they rebuild through numpy's
+constructors only; any other object is refused in one line naming its entry.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -106,13 +109,67 @@ def to_own_names(state: dict, backbone: str, width: int) -> dict:
     return out
 
 
+def _plain_data_globals() -> list:
+    """numpy scalars, dtypes and arrays (also under numpy 1's module names, which older files carry):
+    what training scripts store beside their weights (``best_result: numpy.float64``). Rebuilding
+    them runs no code but numpy's constructors, so ``weights_only`` loading may accept them."""
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray
+    old = "numpy.core.multiarray."
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")] if hasattr(np, "dtypes") else []
+    return [multiarray.scalar, (multiarray.scalar, old + "scalar"), multiarray._reconstruct,
+            (multiarray._reconstruct, old + "_reconstruct"), np.ndarray, np.dtype, *dtypes]
+
+
+def _refused_entry(path: Path, message: str) -> str:
+    """'<entry>: <module.name>' for the first object of ``path`` that ``weights_only`` refused (the
+    global torch names in ``message``; the entry is the last key before it in the pickle), else the
+    global alone."""
+    import pickletools
+    import re
+    import zipfile
+
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if not found:
+        return message.strip().splitlines()[0][:200] if message.strip() else "an object it cannot rebuild"
+    name = found.group(1)
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        key = None
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("BINUNICODE", "SHORT_BINUNICODE", "UNICODE", "BINUNICODE8"):
+                key = arg
+            elif op.name == "GLOBAL" and str(arg).replace(" ", ".") == name:
+                return f"{key}: {name}" if key else name
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError):
+        pass
+    return name
+
+
+def load_weights(path: Path) -> object:
+    """``torch.load(path, weights_only=True)`` that also accepts numpy scalars, dtypes and arrays
+    (``_plain_data_globals``); BBNError in one line naming the entry it refuses otherwise."""
+    try:
+        with torch.serialization.safe_globals(_plain_data_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise BBNError(f"{path}: holds an object that loading without running code refuses "
+                       f"({_refused_entry(path, str(exc))}); save only the weights: "
+                       "torch.save(model.state_dict(), path)") from None
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise BBNError(f"{path}: not a loadable weights file ({type(exc).__name__}: {first})") from None
+
+
 def load_pretrained(model: BilateralNet, source: str, md5: str = "", cache: str | Path = "data/pretrained") -> str:
     """Load ``source`` into ``model``; return a one-line report; BBNError when it does not fit."""
     path = _resolve(source, md5, Path(cache))
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BBNError(f"{path}: not a loadable weights file ({type(exc).__name__}: {exc})") from None
+    loaded = load_weights(path)
     state = unwrap(loaded)
     if state is None:
         found = list(loaded)[:6] if isinstance(loaded, dict) else type(loaded).__name__

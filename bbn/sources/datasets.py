@@ -11,7 +11,7 @@ caller must not let a cache take over (move, or make read-only) that tree.
 * ``cifar10_lt`` / ``cifar100_lt``: the official python tarball (URL + md5, or ``data.source``), or
   ``data.source`` = an ImageFolder tree or archive of one (``cifar10/{train,test}/<class>/*.jpg``);
   the training set subsampled to the long-tail profile, the test set kept balanced.
-* ``imagefolder``: ``data.source`` = ``root/<class>/*.jpg`` (see ``bbn.imagefolder``).
+* ``imagefolder``: ``data.source`` = ``root/<class>/*.jpg`` (see ``bbn.sources.imagefolder``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bbn.data.decode import is_image_name, is_os_metadata
+from bbn.data.decode import is_image_name
 from bbn.errors import ArgError, BBNError
 from bbn.files import atomic_dir, locked, remove_stale
-from bbn.sources import cifar, embedded, imagefolder
+from bbn.sources import cifar, embedded, imagefolder, walk
 from bbn.sources.download import fetch, safe_extract, stream_extract
 from bbn.sources.layout import Record, link, write_dataset
 from bbn.sources.longtail import index_digest, longtail_subsample
@@ -74,9 +74,9 @@ def _source_tree(p, downloads: Path) -> Path:
 
 
 def _link_tree(src: Path, out: Path) -> None:
-    """Hard-link an extracted dataset (JSONs and images, no OS metadata) into ``out``, file by file."""
-    files = [f for f in src.rglob("*") if f.is_file() and not is_os_metadata(f.relative_to(src))
-             and (f.suffix == ".json" or is_image_name(f.name))]
+    """Hard-link an extracted dataset (JSONs and images, found by ``bbn.sources.walk``: nothing
+    hidden, links followed) into ``out``, file by file."""
+    files = walk.files(src, lambda name: name.endswith(".json") or is_image_name(name))
     for f in tqdm(files, desc=f"link {src.name}", unit="file", disable=None, leave=False):
         dst = out / f.relative_to(src)
         dst.parent.mkdir(parents=True, exist_ok=True)

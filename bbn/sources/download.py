@@ -3,39 +3,42 @@
 * ``fetch``: http(s) with resume (HTTP Range on a ``.part`` file), retries with back-off and a tqdm
   bar; ``file://`` URLs and plain paths use the same code. The file only gets its final name after
   the md5 matched, so a partial or corrupt download never looks valid.
-* ``safe_extract``: every member is checked before anything is written; absolute paths, ``..``,
-  links and device files are refused (a dataset archive has no reason to contain them). OS
-  metadata (``__MACOSX/``, ``._*``, ``.DS_Store``, ...: ``bbn.data.decode.is_os_metadata``) is checked
-  like every member but not extracted.
+* ``safe_extract``: every member is checked before anything is written; absolute paths (also a
+  Windows drive), ``..``, links that point outside the tree and device files are refused (links
+  inside the tree are extracted as links; the dataset walk follows them). Names are read as the
+  user saw them when packing (``zip_name``): Windows tools' backslash separators, names in the DOS
+  code page or in UTF-8 without the zip's UTF-8 flag, Info-ZIP's Unicode Path field. OS metadata
+  (``__MACOSX/``, ``._*``, ``.DS_Store``, ``Thumbs.db``, ...: ``bbn.data.decode.is_os_metadata``)
+  is checked like every member but not extracted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import stat
+import struct
 import tarfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
-from pathlib import Path, PurePosixPath
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlparse
 
 from tqdm import tqdm
 
 from bbn.data.decode import is_os_metadata
 from bbn.errors import BBNError
+from bbn.files import file_hash
 
 CHUNK = 1 << 20
 
 
 def md5sum(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_hash(path, "md5")
 
 
 def verified(path: Path, md5: str, record: Path) -> bool:
@@ -166,19 +169,77 @@ def fetch(url: str, dest: str | Path, md5: str, retries: int = 5, timeout: float
     return dest
 
 
-def _check_member(archive: Path, name: str, is_link_or_special: bool) -> None:
+def _check_member(archive: Path, name: str, link: str | None, special: bool) -> None:
+    """Refuse what is really unsafe: an absolute or ``..`` path (also a Windows drive), a link whose
+    target is absolute or leaves the tree (``link``: its target, relative to the member's folder for
+    a symbolic link, to the archive's root for a tar hard link), a device or FIFO."""
     path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or "\\" in name:
+    if path.is_absolute() or ".." in path.parts or PureWindowsPath(name).drive:
         raise BBNError(f"{archive}: unsafe member {name!r} (absolute or '..' path); nothing extracted")
-    if is_link_or_special:
-        raise BBNError(f"{archive}: member {name!r} is a link or special file; nothing extracted")
+    if link is not None:
+        inside = posixpath.normpath(posixpath.join(posixpath.dirname(name), link)) if not link.startswith("/") else ""
+        if not inside or inside == ".." or inside.startswith("../") or PureWindowsPath(link).drive:
+            raise BBNError(f"{archive}: member {name!r} is a link to {link!r}, outside the archive; nothing extracted")
+    if special:
+        raise BBNError(f"{archive}: member {name!r} is a device or other special file; nothing extracted")
 
 
-def _members(archive: Path, opened) -> list[tuple[object, str, bool]]:
-    """(member, name, is link or special file) for a tar or zip archive."""
+def _unicode_path(info: zipfile.ZipInfo) -> str | None:
+    """The name in Info-ZIP's Unicode Path extra field (0x7075: version, CRC-32 of the header's name,
+    UTF-8 name), which 7-Zip, WinRAR and Info-ZIP add beside a name in a legacy code page; None when
+    absent or stale (its CRC does not match the header's name)."""
+    extra = info.extra
+    while len(extra) >= 4:
+        kind, size = struct.unpack("<HH", extra[:4])
+        data, extra = extra[4 : 4 + size], extra[4 + size :]
+        if kind == 0x7075 and len(data) > 5 and data[0] == 1:
+            raw = info.orig_filename.encode("cp437", errors="replace")
+            if struct.unpack("<L", data[1:5])[0] == zlib.crc32(raw):
+                return data[5:].decode("utf-8", errors="replace")
+    return None
+
+
+def zip_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's name as the user saw it when packing: the Unicode Path extra field when there is
+    one; for a name without the UTF-8 flag, its bytes as UTF-8 when they are valid UTF-8 (macOS and
+    Linux tools write UTF-8 without the flag), else as the DOS code page (cp437, Windows Explorer's);
+    Windows tools' backslash separators as ``/`` (in a zip name a backslash is never a character)."""
+    name = info.filename
+    if not info.flag_bits & 0x800:
+        name = _unicode_path(info) or name
+        if name == info.filename:
+            try:
+                name = name.encode("cp437").decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                pass
+    return name.replace("\\", "/")
+
+
+def _members(opened) -> list[tuple[object, str, str | None, bool]]:
+    """(member, name, link target or None, is special) for a tar or zip archive; zip names as
+    ``zip_name``, a zip's symbolic link (Unix mode) with its target (the entry's content)."""
     if isinstance(opened, zipfile.ZipFile):
-        return [(i, i.filename, stat.S_ISLNK(i.external_attr >> 16)) for i in opened.infolist()]
-    return [(m, m.name, not (m.isfile() or m.isdir())) for m in opened.getmembers()]
+        out = []
+        for info in opened.infolist():
+            info.filename = zip_name(info)  # what extract() writes; the header check uses orig_filename
+            is_link = stat.S_ISLNK(info.external_attr >> 16)
+            out.append((info, info.filename, opened.read(info).decode("utf-8", "replace") if is_link else None, False))
+        return out
+    return [_tar_member(m) for m in opened.getmembers()]
+
+
+def _tar_member(m: tarfile.TarInfo) -> tuple[tarfile.TarInfo, str, str | None, bool]:
+    """``_members``' tuple for one tar member."""
+    link = (m.linkname if m.issym() else posixpath.relpath(m.linkname, posixpath.dirname(m.name) or ".")) \
+        if m.issym() or m.islnk() else None
+    return m, m.name, link, not (m.isfile() or m.isdir() or m.issym() or m.islnk())
+
+
+def _extract_zip_link(member: zipfile.ZipInfo, target: str, dest: Path) -> None:
+    path = dest / member.filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    os.symlink(target, path)
 
 
 def safe_extract(archive: str | Path, dest: str | Path) -> None:
@@ -187,13 +248,16 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
     try:
         is_zip = zipfile.is_zipfile(archive)
         with (zipfile.ZipFile(archive) if is_zip else tarfile.open(archive)) as opened:
-            members = _members(archive, opened)
-            for _, name, special in members:
-                _check_member(archive, name, special)
+            members = _members(opened)
+            for _, name, link, special in members:
+                _check_member(archive, name, link, special)
             members = [m for m in members if not is_os_metadata(m[1])]
             dest.mkdir(parents=True, exist_ok=True)
-            for member, _, _ in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None, leave=False):
-                if is_zip:
+            for member, _, link, _ in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None,
+                                           leave=False):
+                if is_zip and link is not None:
+                    _extract_zip_link(member, link, dest)
+                elif is_zip:
                     opened.extract(member, dest)
                 else:
                     opened.extract(member, dest, filter="data")
@@ -232,7 +296,7 @@ def stream_extract(archive: str | Path, dest: str | Path) -> str:
             reader = _HashingReader(raw, digest)
             with tarfile.open(fileobj=reader, mode="r|*") as tar:
                 for member in tar:
-                    _check_member(archive, member.name, not (member.isfile() or member.isdir()))
+                    _check_member(archive, *_tar_member(member)[1:])
                     if not is_os_metadata(member.name):
                         tar.extract(member, dest, filter="data")
                     bar.update(raw.tell() - bar.n)

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from bbn.files import named
+
 
 @dataclass(frozen=True)
 class Record:
@@ -31,10 +33,13 @@ class Record:
 
 
 def link(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to the file ``src`` names; a symbolic ``src`` is followed first (``os.link``
+    would link the symbolic link itself, which a relative target leaves dangling in ``dst``)."""
+    real = Path(src).resolve()
     try:
-        os.link(src, dst)
+        os.link(real, dst)
     except OSError:  # another file system, or links not allowed: point at it instead
-        os.symlink(Path(src).resolve(), dst)
+        os.symlink(real, dst)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -46,11 +51,14 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 def _materialise(root: Path, records: list[Record], desc: str) -> None:
     for r in tqdm(records, desc=desc, unit="img", disable=None, leave=False):
         dst = root / r.file_name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if r.pixels is not None:
-            dst.write_bytes(png_bytes(r.pixels))
-        else:
-            link(r.src, dst)
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if r.pixels is not None:
+                dst.write_bytes(png_bytes(r.pixels))
+            else:
+                link(r.src, dst)
+        except OSError as exc:  # a full disk's write error names no file
+            raise named(exc, dst) from exc
 
 
 def write_dataset(root: str | Path, categories: list[dict], splits: dict[str, list[Record]],

@@ -43,7 +43,14 @@ def source_fingerprint(source: str | Path) -> str:
 
 
 def _files(root: Path):
-    for folder, _, names in os.walk(root, followlinks=True):
+    """Every file below ``root``, symbolic links followed, each folder once (a link loop ends)."""
+    seen = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         for name in names:
             yield Path(folder, name)
 

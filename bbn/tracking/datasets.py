@@ -9,21 +9,18 @@ its Dataset column; two runs on the same split share the dataset entry.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from bbn.files import file_hash
+
 
 def file_digest(path: str | Path) -> str:
     """md5 (32 hex digits, within MLflow's 36-character digest limit) of a file's bytes; raises
     OSError when it cannot be read."""
-    md5 = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            md5.update(block)
-    return md5.hexdigest()
+    return file_hash(path, "md5")
 
 
 def split_input(frame: pd.DataFrame, name: str, source: str | Path, context: str, digest: str = ""):

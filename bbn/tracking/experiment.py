@@ -41,3 +41,11 @@ def ensure_experiment(client, name: str, artifacts: Path | None = None, descript
     if description and not exp.tags.get(DESCRIPTION_TAG):
         client.set_experiment_tag(exp.experiment_id, DESCRIPTION_TAG, description)
     return exp.experiment_id
+
+
+def ui_link(experiment_id: str, run_id: str = "", ui: str = "http://127.0.0.1:5000") -> str:
+    """The page of run ``run_id`` (or, without one, the experiment's runs table) in ``mlflow ui`` at
+    ``ui``, in the model-training view: MLflow 3.17's UI opens its GenAI view unless the URL says
+    ``workflowType=machine_learning`` (or the browser remembers that choice)."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{ui}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"

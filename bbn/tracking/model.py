@@ -94,20 +94,49 @@ def example(paths: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame({"image": [Path(p).read_bytes() for p in paths]})
 
 
-def log_model(tracker, checkpoint: str | Path, example_images: list[str | Path], register: str = "") -> None:
-    """Log ``checkpoint`` as the pyfunc model ``model`` of ``tracker``'s run (a ``bbn.tracking.Tracker``),
-    with signature and input example; ``register``: also a new version of that registered model."""
+def log_model(tracker, checkpoint: str | Path, example_images: list[str | Path], register: str = "",
+              name: str = "model", step: int = 0) -> str | None:
+    """Log ``checkpoint`` as the pyfunc model ``name`` (the run's name: MLflow's Models column and model
+    page show it) of ``tracker``'s run (a ``bbn.tracking.Tracker``), with signature and input example;
+    ``register``: also a new version of that registered model; ``step``: the epoch the model is the
+    state after (MLflow attaches the run's metrics at that step to the model). Returns the model's URI
+    (``models:/m-…``), or None while the store is away (the model is logged when it is back)."""
     def _log(client, run_id):
         import mlflow
         from mlflow.models import Model
 
         mlflow.set_tracking_uri(tracker.uri)  # Model.log takes the store and the experiment from the
         mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)  # global settings
-        Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
-                  python_model=str(Path(__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
-                  artifacts={ARTIFACT: str(checkpoint)}, code_paths=[str(Path(bbn.__file__).parent)],
-                  signature=signature(), input_example=example(example_images),
-                  pip_requirements=requirements(), registered_model_name=register or None,
-                  model_config={"device": "auto"})
+        info = Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id, step=step,
+                         python_model=str(Path(__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
+                         artifacts={ARTIFACT: str(checkpoint)}, code_paths=[str(Path(bbn.__file__).parent)],
+                         signature=signature(), input_example=example(example_images),
+                         pip_requirements=requirements(), registered_model_name=register or None,
+                         model_config={"device": "auto"})
+        return info.model_uri
 
-    tracker.submit("log_model", _log)
+    return tracker.submit("log_model", _log)
+
+
+def log_model_metrics(tracker, model_run: str | None, metrics: dict[str, float], dataset: tuple[str, str] = ("", "")) -> None:
+    """Attach ``metrics`` to the model logged by run ``model_run`` (MLflow 3's model metrics: the
+    model's page and the experiment's Models tab show them), logged in ``tracker``'s run and, with
+    ``dataset`` = (name, digest), tied to that dataset input. Nothing when the run logged no model."""
+    if not model_run or not metrics:
+        return
+
+    def _log(client, run_id):
+        import time
+
+        from mlflow.entities import Metric
+
+        outputs = client.get_run(model_run).outputs
+        models = [m.model_id for m in (outputs.model_outputs if outputs else [])]
+        if not models:
+            return
+        now, (data, digest) = int(time.time() * 1000), dataset
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0, model_id=models[0], dataset_name=data or None,
+                                                 dataset_digest=digest or None, run_id=run_id)
+                                          for k, v in metrics.items()])
+
+    tracker.submit("log model metrics", _log)

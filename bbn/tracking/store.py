@@ -6,14 +6,14 @@ on; the queue is retried on later calls (at most every ``retry_s`` seconds) and 
 finishes or the tracker is closed, so the epochs logged while the store was away reach it, in order
 and with their original timestamps, once it is back. Calls the store refuses as malformed (MLflow's
 request errors) are dropped, each with a warning. What is still queued at the end is reported and
-stays in the caller's metrics and plot files (``bbn-relog`` logs it later).
+stays in the caller's metrics and plot files (``python -m stages.relog`` logs it later).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import logging
+import random
 import time
 import warnings
 from pathlib import Path
@@ -21,10 +21,15 @@ from typing import Callable
 
 from bbn.files import locked
 from bbn.tracking.experiment import ensure_experiment
+from bbn.tracking.failures import (
+    CONFLICT_RETRIES,
+    REQUEST_ERRORS,
+    first_line,
+    quiet_store_log,
+    store_failure,
+    write_conflict,
+)
 
-# MLflow error codes that mean "this request is wrong", not "the store is away": retrying cannot help
-REQUEST_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
-                  "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED"}
 NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
 
 
@@ -94,20 +99,31 @@ class Tracker:
         return fn(self.client, self.run_id)
 
     def _attempt(self, fn: Callable, what: str = "connect") -> tuple[bool, object]:
-        """(True, result), or (False, None) after a store failure; a request error drops the call."""
-        try:
-            return True, fn()
-        except Exception as exc:  # tracking must never stop the work
-            if not store_failure(exc):
-                warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {_first_line(exc)}); skipped",
-                              stacklevel=3)
-                return True, None
-            if self._failed_at is None:
-                warnings.warn(f"MLflow store {self.uri} unavailable during {what} ({type(exc).__name__}: "
-                              f"{_first_line(exc)}); continuing without tracking, results stay "
-                              "in metrics/ and plots/; retrying later", stacklevel=3)
-            self._failed_at = time.monotonic()
-            return False, None
+        """(True, result), or (False, None) after a store failure; a request error drops the call.
+        A write that lost a race with another process (``write_conflict``) is tried again at once,
+        up to ``CONFLICT_RETRIES`` times, before it counts as failed."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                return True, fn()
+            except Exception as exc:  # tracking must never stop the work
+                if attempt < CONFLICT_RETRIES and write_conflict(exc):
+                    time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
+                    continue
+                return self._failed(exc, what)
+        return False, None
+
+    def _failed(self, exc: Exception, what: str) -> tuple[bool, object]:
+        """``_attempt``'s answer for a call that failed with ``exc`` (warnings as stacklevel 4: the caller's)."""
+        if not store_failure(exc):
+            warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {first_line(exc)}); skipped",
+                          stacklevel=4)
+            return True, None
+        if self._failed_at is None:
+            warnings.warn(f"MLflow store {self.uri} unavailable during {what} ({type(exc).__name__}: "
+                          f"{first_line(exc)}); continuing without tracking, results stay "
+                          "in metrics/ and plots/; retrying later", stacklevel=4)
+        self._failed_at = time.monotonic()
+        return False, None
 
     def _connect(self) -> None:
         from mlflow.tracking import MlflowClient
@@ -238,32 +254,7 @@ class Tracker:
         self.flush(force=True)
         if self._queue:
             warnings.warn(f"tracking: {len(self._queue)} call(s) not logged ({self._queue[0][0]} first); "
-                          "the numbers are in metrics/ and plots/ (log them later with bbn-relog)", stacklevel=2)
-
-
-def store_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` says the store is away (retry later) rather than that the call is wrong:
-    connection and file errors, database errors, and MLflow errors other than request errors."""
-    if isinstance(exc, OSError):  # includes ConnectionError and requests' connection errors
-        return True
-    if type(exc).__module__.split(".")[0] in ("sqlalchemy", "sqlite3", "requests", "urllib3"):
-        return True
-    from mlflow.exceptions import MlflowException
-
-    return isinstance(exc, MlflowException) and exc.error_code not in REQUEST_ERRORS
-
-
-def quiet_store_log() -> None:
-    """MLflow's sqlite store logs a full traceback for every failed query, and its system-metrics
-    thread a long warning: ``Tracker``'s one-line warnings say the same without looking like a crash."""
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    logging.getLogger("mlflow.system_metrics.system_metrics_monitor").setLevel(logging.ERROR)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    named = [line for line in lines if "Error)" in line]  # SQLAlchemy's "(sqlite3.OperationalError) ..." line
-    return (named or lines or [""])[0][:300]
+                          "the numbers are in metrics/ and plots/ (log them later with python -m stages.relog)", stacklevel=2)
 
 
 @contextlib.contextmanager

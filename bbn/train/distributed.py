@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bbn.train.spec import LaunchSpec, TrainSpec
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -85,24 +87,24 @@ def wrap(model: nn.Module, d: Dist, device: torch.device, sync_bn: bool, unused_
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused_parameters)
 
 
-def world_size(p) -> int:
+def world_size(p: LaunchSpec) -> int:
     return p.nproc_per_node * p.nnodes
 
 
-def effective_lr(p, world: int) -> float:
-    """``train.lr`` is for one process's batch (``train.batch_size``); ``lr_scaling: linear`` scales it
-    with the global batch (Goyal et al. 2017), ``fixed`` keeps it."""
+def effective_lr(p: TrainSpec, world: int) -> float:
+    """``p.lr`` is for one process's batch; ``lr_scaling`` linear scales it with the global batch
+    (``world`` processes x ``p.accumulate`` micro-batches; Goyal et al. 2017), fixed keeps it."""
     return p.lr * world * p.accumulate if p.lr_scaling == "linear" else p.lr
 
 
-def launch_argv(p, module: str) -> list[str] | None:
+def launch_argv(p: LaunchSpec, module: str) -> list[str] | None:
     """The torchrun command that runs ``module`` on every process, or None when this process should
     run it itself (one process, or already started by torchrun)."""
     if world_size(p) == 1 or "LOCAL_RANK" in os.environ:
         return None
     argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={p.nproc_per_node}",
             f"--nnodes={p.nnodes}"]
-    if not p.rdzv_endpoint:  # one node (checked in bbn.config)
+    if not p.rdzv_endpoint:  # one node (an endpoint is required when nnodes > 1)
         argv.append("--standalone")
     else:
         argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={p.rdzv_endpoint}", f"--rdzv-id={p.rdzv_id}"]

@@ -29,8 +29,10 @@ from bbn.model.inference import validate
 from bbn.model.network import BilateralNet, mix_logits
 from bbn.train.distributed import Dist, effective_lr, wrap
 from bbn.train.losses import LossFn, bilateral_loss, loss_for
+from bbn.train.mixup import mixup_step
 from bbn.train.progress import epoch_progress
 from bbn.train.schedules import cumulative_alpha, lr_at
+from bbn.train.spec import TrainSpec
 from bbn.train.speed import Speed, prepare_model
 
 
@@ -40,7 +42,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: torch.nn.Module, p) -> torch.optim.SGD:
+def make_optimizer(model: torch.nn.Module, p: TrainSpec) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum,
                            weight_decay=p.weight_decay, nesterov=p.nesterov and p.momentum > 0)
 
@@ -75,7 +77,10 @@ class Branches(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False):
+    def forward(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False,
+                mix: dict | None = None):
+        if mix is not None:  # the mixup family: the conventional branch on mixed inputs (bbn.train.mixup)
+            return self.net.mixed_conventional(x_c, other=x_r, **mix)
         if x_r is None:
             return self.net.conventional(x_c)
         return self.net.branch_logits(x_c, x_r, single_pass=single_pass)
@@ -201,7 +206,7 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
-def epoch_step(p, epoch: int, counts: torch.Tensor) -> tuple[float, tuple[str, ...], Step]:
+def epoch_step(p: TrainSpec, epoch: int, counts: torch.Tensor) -> tuple[float, tuple[str, ...], Step]:
     """(alpha, loader names, step) of 1-based ``epoch`` for the method ``p.method`` declares
     (``bbn.methods``): BBN's cumulative alpha and bilateral step, or a baseline's sampler and loss.
     The samplers and losses take the number of epochs done before this one, so ``defer_epoch`` d
@@ -209,13 +214,15 @@ def epoch_step(p, epoch: int, counts: torch.Tensor) -> tuple[float, tuple[str, .
     m = method(p.method)
     done = epoch - 1
     names = m.samplers(done, p.baseline.defer_epoch)
+    if m.mixing:
+        return 1.0, names, mixup_step(m.mixing, p.baseline.mixup_alpha)
     if m.bilateral:
         alpha = cumulative_alpha(epoch, p.tmax, p.alpha.schedule, p.alpha.value)
         return alpha, names, bilateral_step(alpha, p.single_pass)
     return 1.0, names, single_step(loss_for(m.loss, p.baseline, counts, done))
 
 
-def _set_up(model: BilateralNet, p, device: torch.device, dist: Dist) -> None:
+def _set_up(model: BilateralNet, p: TrainSpec, device: torch.device, dist: Dist) -> None:
     """Deterministic kernels when asked, then ``prepare_model``; SyncBatchNorm only on GPUs."""
     if p.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
@@ -225,7 +232,7 @@ def _set_up(model: BilateralNet, p, device: torch.device, dist: Dist) -> None:
         raise ArgError("sync_bn", "SyncBatchNorm needs GPUs (PyTorch has no CPU version)")
 
 
-def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | None, p, device: torch.device,
+def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | None, p: TrainSpec, device: torch.device,
         counts: torch.Tensor, on_epoch: Callable[[int, dict, dict], None] = lambda epoch, row, state: None,
         dist: Dist = Dist(), resume: dict | None = None) -> list[dict]:
     """Train for ``p.epochs`` epochs, or until ``p.max_steps`` optimizer steps in all when that is
@@ -233,7 +240,7 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
     state)`` sees every epoch's number (1-based, as ``row['epoch']``), numbers and the state to
     checkpoint (optimizer, scaler, history).
 
-    ``p``: the training arguments (the train section's fields: method, epochs, lr, ... ``val_alpha``);
+    ``p``: the training arguments (``bbn.train.spec.TrainSpec``);
     ``loaders``: the 'uniform', 'reversed' and 'balanced' training loaders; ``counts`` (C,): training
     images per class (for the baselines' losses). ``resume``: such a state; training continues after
     its last epoch (the model's weights are the caller's to restore). Only rank 0 validates.

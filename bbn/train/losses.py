@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from bbn.data.stats import log_prior
+from bbn.train.spec import BaselineSpec
 
 
 def bilateral_loss(z: torch.Tensor, y_c: torch.Tensor, y_r: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -133,9 +134,9 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES = ("ce", "ce_drw", "focal", "cb_focal", "cb_softmax_focal", "ldam_drw", "logit_adjust", "balanced_softmax")
 
 
-def loss_for(name: str, b, counts, epoch: int) -> LossFn:
+def loss_for(name: str, b: BaselineSpec, counts, epoch: int) -> LossFn:
     """The single-branch loss ``name`` (one of ``LOSSES``) for ``epoch`` (0-based); ``b``: the
-    baseline arguments (focal_gamma, cb_beta, defer_epoch, ldam_max_m, ldam_s, la_tau); ``counts``
+    baselines' knobs (``bbn.train.spec.BaselineSpec``); ``counts``
     (C,): training images per class. Returns ``loss(logits (N, C), target (N,)) -> 0-dim mean``."""
     counts = torch.as_tensor(counts, dtype=torch.float64)
     if name == "ce":

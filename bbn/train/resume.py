@@ -3,6 +3,11 @@ key) starts again. Like ``models/model.pt`` it holds only tensors, numbers, stri
 so it loads with ``torch.load(weights_only=True)``. A small JSON beside it (``train-<key>.json``)
 says how far it got, which run it belongs to and, once the outputs are written, their md5.
 
+The key (``TrainingKey``) covers what changes the result: the params, the code, and the data: the
+``data.*`` params, the split lists and the content of the images the model sees (the sha256 of each
+prepared copy, ``content_digest``). A changed dataset therefore trains from scratch, and
+``data_changed`` says so in one line when an interrupted training of the same config was left.
+
 Life cycle: a finished training keeps its state, marked complete, until its outputs are known to be
 recorded: a training killed after its last epoch but before the outputs were recorded then only
 writes them again instead of retraining. ``prune`` removes states that served their purpose
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,6 +39,61 @@ def resume_key(params: dict, files: Sequence[str | Path]) -> str:
     return h.hexdigest()
 
 
+def content_digest(paths: Sequence[str], prepared: Sequence[str], digests: str | Path) -> str:
+    """sha256 of the images a training sees: for each of ``paths`` (as the split lists them) the
+    sha256 of its prepared copy ``prepared[i]``, read from ``digests`` (the prepare stage's
+    ``sha256.csv``: path, sha256) or, for a path it does not list, computed from the file."""
+    import pandas as pd
+
+    known = {}
+    if Path(digests).is_file():
+        table = pd.read_csv(digests, dtype=str, keep_default_na=False)
+        known = dict(zip(table["path"], table["sha256"]))
+    h = hashlib.sha256()
+    for path, copy in zip(paths, prepared):
+        digest = known.get(path) or hashlib.sha256(Path(copy).read_bytes()).hexdigest()
+        h.update(f"{path}\t{digest}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainingKey:
+    """A training's identity in two parts: ``config`` (the params other than ``data.*``, the code)
+    and ``data`` (the ``data.*`` params, the split lists, the content of the images trained and
+    validated on). ``key`` covers both; ``data_params`` names what changed when only data did."""
+
+    config: str
+    data: str
+    data_params: dict
+
+    @classmethod
+    def of(cls, params: dict, files: Sequence[str | Path], data_params: dict, data_files: Sequence[str | Path],
+           content: str) -> "TrainingKey":
+        data = resume_key({"params": data_params, "content": content}, data_files)
+        return cls(resume_key(params, files), data, data_params)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(f"{self.config}:{self.data}".encode()).hexdigest()
+
+    def meta(self) -> dict:
+        return {"config": self.config, "data": self.data, "data_params": self.data_params}
+
+
+def data_changed(folder: str | Path, key: TrainingKey) -> str | None:
+    """One line when an interrupted training of the same config is in ``folder`` but its data differ
+    (so it is not resumed: training starts from scratch), naming the changed ``data.*`` params or
+    else the images; None when there is none."""
+    for s in list_states(folder):
+        if s.get("config") == key.config and s.get("data") != key.data and not s.get("complete"):
+            old = s.get("data_params") or {}
+            changed = [k for k in sorted(set(old) | set(key.data_params)) if old.get(k) != key.data_params.get(k)]
+            what = ", ".join(changed) or "the images or split it trained on"
+            return (f"train: the dataset changed since the interrupted training {Path(s['path']).name} stopped "
+                    f"after epoch {s.get('epoch', '?')} ({what}); training from scratch")
+    return None
+
+
 def _read_info(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -45,8 +106,9 @@ class ResumeState:
     the same training at the same time (two queued experiments that differ only downstream) runs
     without one instead of both writing it."""
 
-    def __init__(self, folder: str | Path, key: str):
-        self.key, self.path = key, Path(folder) / f"train-{key[:16]}.pt"
+    def __init__(self, folder: str | Path, key: str, meta: dict | None = None):
+        """``meta``: written into the JSON beside the state (``TrainingKey.meta``)."""
+        self.key, self.path, self.meta = key, Path(folder) / f"train-{key[:16]}.pt", meta or {}
         self.info_path = self.path.with_suffix(".json")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = try_lock(self.path.with_suffix(".lock"))
@@ -82,7 +144,7 @@ class ResumeState:
         with atomic_path(self.path) as tmp:
             torch.save(payload, tmp)
         write_json(self.info_path, {"key": self.key, "epoch": payload["epoch"], "run_id": payload["run_id"],
-                                    "complete": False, "saved_at": time.time()})
+                                    "complete": False, "saved_at": time.time(), **self.meta})
 
     def finish(self, outputs_md5: str) -> None:
         """Training finished and its outputs are written (``outputs_md5``: the model file's md5): the

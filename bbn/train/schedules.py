@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("parabolic", "linear", "cosine", "fixed")
+from bbn.vocab import ALPHA_SCHEDULES as SCHEDULES
+
 WARMUP_START = 1 / 3  # the official WarmupMultiStepLR's warmup_factor
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from bbn.model.network import BilateralNet
+from bbn.train.spec import TrainSpec
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Speed:
     single_pass: bool = False  # one trunk call over both batches (BatchNorm statistics pooled)
 
     @classmethod
-    def of(cls, p) -> "Speed":
+    def of(cls, p: TrainSpec) -> "Speed":
         return cls(p.amp, p.channels_last, p.single_pass)
 
     def autocast(self, device: torch.device):
@@ -36,7 +37,7 @@ class Speed:
         return torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
 
 
-def prepare_model(model: BilateralNet, p, device: torch.device) -> BilateralNet:
+def prepare_model(model: BilateralNet, p: TrainSpec, device: torch.device) -> BilateralNet:
     """Device, memory format and (in place, names unchanged) torch.compile of the heavy parts."""
     model.to(device)
     if p.channels_last:
