@@ -11,7 +11,7 @@ queued experiments that change only ``train.tmax``: what ran and the seconds bef
 ``bench/scale_report.py`` prints per-image costs, the growth between the scales and the full-size
 extrapolation for ``--cores``. See bench/README.md "Scale: iNaturalist 2019".
 
-    python bench/scale.py                      # 1/80 and 1/40, ~30-40 min on 2 idle cores
+    python bench/scale.py                      # 1/80 and 1/40: ~70 min on 2 shared cores (generation included)
     python bench/scale.py --smoke              # 20 classes, 96-px images: ~1 min (tests/test_bench_scale.py)
 """
 

@@ -51,6 +51,7 @@ def test_synthetic_archives_have_the_official_layout(tmp_path):
     assert body == (tmp_path / "mirror" / "val2019.json.tar.gz").read_bytes()
 
 
+@pytest.mark.pipeline  # in-process, but seconds of DataLoader workers: kept out of the fast tier
 def test_loader_row_smoke(capsys):
     from bench import loader
 
