@@ -10,7 +10,7 @@ its cache everything downstream, also in the fresh copy of a queued experiment.
 
 import time
 
-from bbn.files import write_json
+from bbn.files import remove_stale, write_json
 from bbn.sources.datasets import fetch_dataset
 from bbn.sources.raw import dataset_key, point, shared_tree, source_fingerprint
 from stages.deps import code_files
@@ -28,6 +28,8 @@ def _dataset_code() -> list:
 
 def main() -> None:
     start = time.perf_counter()
+    for pattern in (f".{RAW.name}.*.tmp", f".{RAW.name}.*.link"):  # what a killed run left beside data/raw
+        remove_stale(RAW.parent, pattern)
     p = load_params().data
     p = p.model_copy(update={"source": resolve(p.source)})  # the same folder in dvc exp run's copies
     content = p.model_dump(exclude={"mirror", "keep_archives"})  # where from and what is kept: not the dataset

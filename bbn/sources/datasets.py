@@ -166,7 +166,8 @@ def _unpacked(archive: Path, downloads: Path, md5: str | None = None) -> Path:
     dest = _extraction(downloads, archive.name, md5 or hashlib.md5(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest())
     dest.parent.mkdir(parents=True, exist_ok=True)
     with locked(dest.parent / f".{dest.name}.lock"):
-        remove_stale(dest.parent, "tmp*")  # killed extractions of earlier versions (ours: atomic_dir's)
+        for pattern in ("tmp*", ".*.tmp"):  # killed extractions, of this archive or another (unless running)
+            remove_stale(dest.parent, pattern)
         if not dest.is_dir():
             with atomic_dir(dest) as tmp:
                 got = stream_extract(archive, tmp)
