@@ -100,3 +100,10 @@ def test_every_rank_draws_the_same_lam_and_layer_in_an_epoch(net):
         step = epoch_step(p, 3, torch.ones(5))[2]
         losses.append([step(Branches(net), [(x_c, y), (x_r, y)])[0].item() for _ in range(4)])
     assert losses[0] == losses[1] == losses[2] and len(set(losses[0])) > 1  # same draws, step after step
+
+
+def test_the_network_builds_every_backbone_the_vocabulary_names():
+    from bbn import vocab
+    from bbn.model.network import BACKBONES
+
+    assert tuple(BACKBONES) == vocab.BACKBONES

@@ -139,8 +139,7 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
 
 
-BACKBONES = {"resnet32": resnet32_trunk, "resnet50": resnet50_trunk}
-assert tuple(BACKBONES) == vocab.BACKBONES
+BACKBONES = {"resnet32": resnet32_trunk, "resnet50": resnet50_trunk}  # keys: vocab.BACKBONES (tested)
 # The block that becomes the two branches, under its name in a plain (torchvision/timm) ResNet.
 LAST_BLOCK = {"resnet32": "layer3.4.", "resnet50": "layer4.2."}
 CLASSIFIERS = vocab.CLASSIFIERS
@@ -215,38 +214,13 @@ class BilateralNet(nn.Module):
 
     def conventional(self, x: torch.Tensor) -> torch.Tensor:
         """The conventional branch alone: a plain ResNet, what the single-branch baselines train."""
-        return self._conventional_head(self.pool(self.cb_block(self.trunk(x))))
+        return self.conventional_head(self.pool(self.cb_block(self.trunk(x))))
 
-    def _conventional_head(self, f_c: torch.Tensor) -> torch.Tensor:
+    def conventional_head(self, f_c: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C) of the conventional branch's pooled features f_c (N, d)."""
         if self.spec.classifier == "official":  # fc(2 cat(f_c, 0)) without computing f_r
             return F.linear(2.0 * f_c, self.fc.weight[:, :f_c.shape[1]], self.fc.bias)
         return self.cb_fc(f_c)
-
-    @property
-    def mixing_layers(self) -> int:
-        """How many places Manifold Mixup may mix at besides the input: the trunk's stages."""
-        return sum(name.startswith("layer") for name, _ in self.trunk.named_children())
-
-    def mixed_conventional(self, x: torch.Tensor, layer: int, lam: float, perm: torch.Tensor | None = None,
-                           other: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (N, C) of the conventional branch for a batch mixed at ``layer`` (Manifold Mixup,
-        Verma et al. 2019; ``layer`` 0: the images themselves, Mixup, Zhang et al. 2018; k: the
-        output of the trunk's k-th stage, 1..``mixing_layers``): h = lam h(x) + (1 - lam) h(x)[perm],
-        or with ``other`` (a second batch of x's shape) lam h(x) + (1 - lam) h(other), each batch
-        through the trunk on its own until then."""
-        def mix(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-            return lam * a + (1.0 - lam) * (a[perm] if b is None else b)
-
-        if not 0 <= layer <= self.mixing_layers or (perm is None) == (other is None):
-            raise ValueError(f"layer {layer} (0 .. {self.mixing_layers}) with a perm or another batch, not both")
-        h, g = (mix(x, other), None) if layer == 0 else (x, other)
-        stage = 0
-        for name, module in self.trunk.named_children():
-            h, g = module(h), (None if g is None else module(g))
-            stage += name.startswith("layer")
-            if name.startswith("layer") and stage == layer:
-                h, g = mix(h, g), None
-        return self._conventional_head(self.pool(self.cb_block(h)))
 
     def forward(self, x: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
         """Inference: both branches see the same image; ``alpha`` 0.5 weighs them equally."""

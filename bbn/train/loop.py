@@ -29,7 +29,7 @@ from bbn.model.inference import validate
 from bbn.model.network import BilateralNet, mix_logits
 from bbn.train.distributed import Dist, effective_lr, wrap
 from bbn.train.losses import LossFn, bilateral_loss, loss_for
-from bbn.train.mixup import mixup_step
+from bbn.train.mixup import mixed_conventional, mixup_step
 from bbn.train.progress import epoch_progress
 from bbn.train.schedules import cumulative_alpha, lr_at
 from bbn.train.spec import TrainSpec
@@ -80,7 +80,7 @@ class Branches(nn.Module):
     def forward(self, x_c: torch.Tensor, x_r: torch.Tensor | None = None, single_pass: bool = False,
                 mix: dict | None = None):
         if mix is not None:  # the mixup family: the conventional branch on mixed inputs (bbn.train.mixup)
-            return self.net.mixed_conventional(x_c, other=x_r, **mix)
+            return mixed_conventional(self.net, x_c, other=x_r, **mix)
         if x_r is None:
             return self.net.conventional(x_c)
         return self.net.branch_logits(x_c, x_r, single_pass=single_pass)

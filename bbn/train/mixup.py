@@ -4,7 +4,7 @@ Table 1 (Zhou et al. 2020):
 * ``input`` (Mixup, Zhang et al. 2018): lam ~ Beta(a, a) per step; the batch's images are mixed in
   pairs with a random permutation of it, x~ = lam x + (1 - lam) x[perm];
 * ``manifold`` (Manifold Mixup, Verma et al. 2019): the same, at a layer drawn uniformly per step
-  among the input and the outputs of the trunk's stages (``BilateralNet.mixing_layers``);
+  among the input and the outputs of the trunk's stages (``mixing_layers``);
 * ``manifold`` with two batches (the ``two`` sampler, BBN's "Manifold Mixup (two samplers)"): the
   i-th image of the uniform batch mixed with the i-th of the reversed batch.
 
@@ -22,6 +22,32 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def mixing_layers(net) -> int:
+    """How many places Manifold Mixup may mix at besides the input: the trunk's stages."""
+    return sum(name.startswith("layer") for name, _ in net.trunk.named_children())
+
+
+def mixed_conventional(net, x: torch.Tensor, layer: int, lam: float, perm: torch.Tensor | None = None,
+                       other: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (N, C) of ``net``'s conventional branch for a batch mixed at ``layer`` (0: the images,
+    Mixup; k: the output of the trunk's k-th stage, 1..``mixing_layers``): h = lam h(x) + (1 - lam)
+    h(x)[perm], or with ``other`` (a second batch of x's shape) lam h(x) + (1 - lam) h(other), each
+    batch through the trunk on its own until then. ValueError for another layer, or perm and other."""
+    def mix(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return lam * a + (1.0 - lam) * (a[perm] if b is None else b)
+
+    if not 0 <= layer <= mixing_layers(net) or (perm is None) == (other is None):
+        raise ValueError(f"layer {layer} (0 .. {mixing_layers(net)}) with a perm or another batch, not both")
+    h, g = (mix(x, other), None) if layer == 0 else (x, other)
+    stage = 0
+    for name, module in net.trunk.named_children():
+        h, g = module(h), (None if g is None else module(g))
+        stage += name.startswith("layer")
+        if name.startswith("layer") and stage == layer:
+            h, g = mix(h, g), None
+    return net.conventional_head(net.pool(net.cb_block(h)))
 
 
 def draw(beta: float, layers: int, manifold: bool, rng) -> tuple[float, int]:
@@ -53,7 +79,7 @@ def mixup_step(mixing: str, beta: float, rng):
 
     def step(forward: nn.Module, batches: list) -> tuple[torch.Tensor, dict[str, float]]:
         net = getattr(forward, "module", forward).net  # Branches, or Branches in DDP
-        lam, layer = draw(beta, net.mixing_layers, mixing == "manifold", rng)
+        lam, layer = draw(beta, mixing_layers(net), mixing == "manifold", rng)
         (x, y_a), *second = batches
         if second:
             ((other, y_b),) = second
