@@ -61,7 +61,7 @@ def main() -> None:
         prepared = frame.assign(path=frame["path"].map(prepared_path))  # the prepare stage's copies
         logits, y = predict_frame(model, ckpt, prepared, source, e.batch_size, params.train.num_workers,
                                   alpha, e.tta_flip, device)
-        save_predictions(PREDICTIONS / f"{name}.npz", frame["image_id"], logits, y, ckpt["category_ids"])
+        save_predictions(PREDICTIONS / f"{name}.npz", frame["image_id"], logits, y, ckpt.category_ids)
         outputs[name] = (logits, y)
         if labelled(y):  # the iNat test set has no public labels: then val is what we can report
             numbers |= metrics_for(logits, y, classes["group"], name)

@@ -24,7 +24,7 @@ from bbn.evaluate.metrics import (
     reliability_bins,
 )
 from bbn.evaluate.predictions import headline, predict_frame, write_report
-from bbn.model.checkpoint import load_checkpoint, save_checkpoint
+from bbn.model.checkpoint import Checkpoint, load_checkpoint
 from bbn.model.network import ModelSpec, build_model
 
 # Four predictions over three classes; confidences avoid the 15-bin edges (k/15).
@@ -150,7 +150,7 @@ def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
     model = build_model(ModelSpec("resnet32", 3, "full", 3))
-    save_checkpoint(root / "model.pt", model, 16, [7, 11, 13], ["ant", "bee", "cicada"], epochs=1)
+    Checkpoint.of(model, 16, [7, 11, 13], ["ant", "bee", "cicada"], epochs=1).save(root / "model.pt")
     rng = np.random.default_rng(0)
     (root / "imgs/sub").mkdir(parents=True)
     for i in range(6):

@@ -7,10 +7,10 @@ import re
 import time
 
 import pytest
-import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from bbn.model.checkpoint import Checkpoint
 from stages.params import METHODS
 from tests.helpers import prepared_repo, read_params, sh, stage
 
@@ -47,9 +47,9 @@ def test_every_method_trains_and_evaluates(prepared, method):
     assert 0.0 <= numbers["test_top1_error"] <= 1.0
     assert numbers["eval_alpha"] == (0.5 if method == "bbn" else 1.0)
     assert "posthoc_tau" in numbers and "test_posthoc_top1_error" in numbers
-    ckpt = torch.load(prepared / "models/model.pt", weights_only=True)
-    assert ckpt["method"] == method
-    assert ckpt["spec"]["head"] == {"ldam_drw": "cosine", "cb_focal": "sigmoid"}.get(method, "linear")
+    ckpt = Checkpoint.load(prepared / "models/model.pt")
+    assert ckpt.method == method
+    assert ckpt.spec.head == {"ldam_drw": "cosine", "cb_focal": "sigmoid"}.get(method, "linear")
 
 
 def _queue_idle(repo) -> bool:

@@ -19,7 +19,7 @@ from PIL import Image
 from bbn.cli.predict import classify, collect_images, main
 from bbn.errors import run
 from bbn.files import atomic_dir, atomic_path, remove_stale, write_json
-from bbn.model.checkpoint import save_checkpoint
+from bbn.model.checkpoint import Checkpoint
 from bbn.model.network import ModelSpec, build_model
 
 
@@ -131,8 +131,8 @@ def test_predict_reports_unreadable_files_as_rows_and_carries_on(tmp_path, capsy
     """bbn-predict over a folder with broken files: a row with the reason for each, predictions for
     the rest (the same as without the broken files), in the order found."""
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "model.pt", build_model(ModelSpec("resnet32", 3, "off", 3)), 16, [7, 11, 13],
-                    ["ant", "bee", "NA"], epochs=1)
+    Checkpoint.of(build_model(ModelSpec("resnet32", 3, "off", 3)), 16, [7, 11, 13], ["ant", "bee", "NA"],
+                  epochs=1).save(tmp_path / "model.pt")
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     rng = np.random.default_rng(0)

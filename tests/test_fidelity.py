@@ -20,12 +20,12 @@ from bbn.data.samplers import StepBatches, UniformSampler
 from bbn.data.split import val_split_kind
 from bbn.data.transforms import NORMALIZE, checkpoint_transform, eval_transform, preprocessing, train_transform
 from bbn.errors import ArgError
+from bbn.model.checkpoint import Checkpoint
 from bbn.model.network import CosineLinear, ModelSpec, build_model
 from bbn.sources.datasets import fetch_dataset
 from bbn.train.losses import effective_number_weights, focal_loss, loss_for, sigmoid_focal_loss
-from stages.params import DataParams
 from stages.split import official_val
-from tests.helpers import cifar10_python
+from tests.helpers import cifar10_python, dataspec
 
 
 # ------------------------------------------------------------------ 1. scale augmentation for photos
@@ -65,7 +65,7 @@ def test_cifar_statistics_for_cifar_and_the_checkpoint_carries_them():
     assert pre["augment"] == "cifar" and tuple(pre["std"]) == (0.2023, 0.1994, 0.2010)
     assert preprocessing("auto", "auto", "digits")["mean"] == list(NORMALIZE["imagenet"][0])
     image = torch.full((3, 32, 32), 128, dtype=torch.uint8)
-    ckpt = {"image_size": 32, "preprocess": pre}
+    ckpt = Checkpoint(ModelSpec("resnet32", 10), {}, 32, [], [], 0, preprocess=pre)
     value = checkpoint_transform(ckpt)(image)[0, 0, 0].item()
     assert value == pytest.approx((128 / 255 - 0.4914) / 0.2023, abs=1e-5)  # old: ImageNet's mean/std
 
@@ -200,7 +200,7 @@ def test_cifar_lt_subset_is_the_reference_generators(tmp_path):
     archive, batches = cifar10_python(per_class=60)
     path = tmp_path / "cifar-10-python.tar.gz"
     path.write_bytes(archive)
-    fetch_dataset(DataParams(name="cifar10_lt", source=str(path), imbalance_ratio=10, seed=0),
+    fetch_dataset(dataspec(name="cifar10_lt", source=str(path), imbalance_ratio=10, seed=0),
                   tmp_path / "raw", tmp_path / "dl")
     labels = np.concatenate([batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)])  # torchvision's order
     img_max = len(labels) / 10

@@ -7,9 +7,9 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 
 from bbn.files import read_csv, write_csv
+from bbn.model.checkpoint import Checkpoint
 from tests.helpers import jpeg, make_repo, sh, stage
 
 NAMES = ["001", "NA", "None", "True", "nan"]  # sorted: the ImageFolder class order
@@ -42,8 +42,7 @@ def test_class_names_survive_the_pipeline_and_predict(tmp_path):
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
     assert read_csv(repo / "data/split/classes.csv")["name"].tolist() == NAMES
     assert pd.read_csv(repo / "data/split/classes.csv", dtype=str, keep_default_na=False)["name"].tolist() == NAMES
-    ckpt = torch.load(repo / "models/model.pt", weights_only=True)
-    assert ckpt["names"] == NAMES
+    assert Checkpoint.load(repo / "models/model.pt").names == NAMES
     sh(repo, sys.executable, "-m", "bbn.cli.predict", str(src), "--out", "p.csv", "--top-k", "2")
     names = pd.read_csv(repo / "p.csv", dtype=str, keep_default_na=False)["name"]
     assert len(names) == 40 and set(names) <= set(NAMES)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from bbn.cli.predict import main
-from bbn.model.checkpoint import save_checkpoint
+from bbn.model.checkpoint import Checkpoint
 from bbn.model.inputs import profile, unlike
 from bbn.model.network import ModelSpec, build_model
 
@@ -54,8 +54,8 @@ def test_profile_and_unlike_name_size_and_colour(tmp_path):
 def test_bbn_predict_warns_and_fills_the_column(tmp_path, capsys):
     torch.manual_seed(0)
     ckpt = tmp_path / "model.pt"
-    save_checkpoint(ckpt, build_model(ModelSpec("resnet32", 2, "off", 3)), 16, [0, 1], ["zero", "one"], epochs=1,
-                    inputs=profile(_digits(tmp_path / "train")))
+    Checkpoint.of(build_model(ModelSpec("resnet32", 2, "off", 3)), 16, [0, 1], ["zero", "one"], epochs=1,
+                  inputs=profile(_digits(tmp_path / "train"))).save(ckpt)
     digit, bird = _digits(tmp_path / "new", 1)[0], _photo(tmp_path / "bird.jpg")
     main([digit, bird, "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv"), "--device", "cpu"])
     err = capsys.readouterr().err

@@ -31,7 +31,7 @@ from bbn.errors import BBNError, run
 from bbn.evaluate.metrics import softmax
 from bbn.evaluate.predictions import predict_frame
 from bbn.files import atomic_path
-from bbn.model.checkpoint import load_checkpoint
+from bbn.model.checkpoint import Checkpoint, load_checkpoint
 from bbn.model.inference import resolve_device, test_alpha
 from bbn.model.inputs import unlike
 from bbn.sources.walk import image_files
@@ -81,7 +81,7 @@ def classify(checkpoint: str | Path, paths: list[str], top_k: int = 5, batch_siz
 def unlike_training(checkpoint: str | Path, paths: list[str]) -> list[str]:
     """Per image, why it looks nothing like the training images ('' when it does; ``bbn.model.inputs``);
     one warning on stderr when any does, or when the checkpoint predates the recorded profile."""
-    reference = torch.load(checkpoint, map_location="cpu", weights_only=True).get("inputs") or {}
+    reference = Checkpoint.load(checkpoint).inputs
     if not reference:
         print(f"bbn-predict: {checkpoint} records no profile of its training images (an older checkpoint): "
               "images unlike them cannot be pointed out", file=sys.stderr)
@@ -103,13 +103,13 @@ def _classify(checkpoint: str | Path, paths: list[str], top_k: int, batch_size: 
     frame = pd.DataFrame({"path": paths, "category_id": -1})
     if alpha is None:  # as the evaluation stage: what the model's method declares (bbn.methods)
         alpha = test_alpha(ckpt, 0.5)
-    if not ckpt.get("prepare"):
+    if not ckpt.prepare:
         print(f"bbn-predict: {checkpoint} does not record its prepare step (an older checkpoint): "
               "images are decoded as they are, and may classify differently from evaluation", file=sys.stderr)
     logits, _ = predict_frame(model, ckpt, frame, "predict", batch_size, 0, alpha, tta_flip, dev, originals=True)
     probs = softmax(logits.astype(np.float64))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-    ids, names = np.asarray(ckpt["category_ids"]), np.asarray(ckpt["names"], dtype=object)
+    ids, names = np.asarray(ckpt.category_ids), np.asarray(ckpt.names, dtype=object)
     top = probs[np.arange(len(paths))[:, None], order]
     return pd.DataFrame({
         "path": paths,

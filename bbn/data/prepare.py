@@ -24,7 +24,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from PIL import Image
@@ -35,6 +35,9 @@ from bbn.data.loading import ImageList
 from bbn.data.transforms import checkpoint_transform, test_resize
 from bbn.errors import BBNError
 from bbn.files import named
+
+if TYPE_CHECKING:
+    from bbn.model.checkpoint import Checkpoint
 
 PARALLEL_FROM = 500  # below this, worker start-up costs more than it saves
 DIGESTS = "sha256.csv"  # in the prepared folder: path (the original's, as the split lists it), sha256 of the copy
@@ -84,14 +87,14 @@ class OriginalImages(ImageList):
         return prepared_image(data, self.short_side, self.quality, self.decode_size)
 
 
-def test_images(ckpt: dict, paths: Sequence[str], targets: Sequence[int], originals: bool) -> ImageList:
+def test_images(ckpt: Checkpoint, paths: Sequence[str], targets: Sequence[int], originals: bool) -> ImageList:
     """The test-time input of a checkpoint's model, the one definition evaluation, ``bbn-predict``
     and the MLflow model share: each file decoded (through the prepare step in memory when
     ``originals`` and the checkpoint records one: ``OriginalImages``), then the checkpoint's test
     transform (``bbn.data.transforms.checkpoint_transform``); items are normalised float tensors
     (3, S, S) and their targets."""
-    size = test_resize(ckpt["image_size"], (ckpt.get("preprocess") or {}).get("augment", "cifar"))
-    prep, transform = ckpt.get("prepare") or {}, checkpoint_transform(ckpt)
+    size = test_resize(ckpt.image_size, ckpt.preprocess.get("augment", "cifar"))
+    prep, transform = ckpt.prepare, checkpoint_transform(ckpt)
     if originals and prep:
         return OriginalImages(paths, targets, transform, size, prep["short_side"], prep["quality"])
     return ImageList(paths, targets, transform, decode_size=size)

@@ -20,10 +20,15 @@ class (digits).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torchvision.transforms import v2
 
 from bbn.vocab import AUGMENTS, NORMALIZATIONS
+
+if TYPE_CHECKING:
+    from bbn.model.checkpoint import Checkpoint
 
 CIFAR_PADDING = 4
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)
@@ -97,8 +102,8 @@ def eval_transform(size: int, augment: str = "cifar", mean=NORMALIZE["imagenet"]
                       + _normalise(mean, std))
 
 
-def checkpoint_transform(ckpt: dict) -> v2.Compose:
+def checkpoint_transform(ckpt: Checkpoint) -> v2.Compose:
     """The test transform a checkpoint was trained for (older checkpoints: cifar, ImageNet stats)."""
-    pre = ckpt.get("preprocess") or {}
+    pre = ckpt.preprocess
     mean, std = NORMALIZE["imagenet"]
-    return eval_transform(ckpt["image_size"], pre.get("augment", "cifar"), pre.get("mean", mean), pre.get("std", std))
+    return eval_transform(ckpt.image_size, pre.get("augment", "cifar"), pre.get("mean", mean), pre.get("std", std))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ from bbn.files import atomic_path
 from bbn.model.inference import predict
 from bbn.model.network import BilateralNet
 
+if TYPE_CHECKING:
+    from bbn.model.checkpoint import Checkpoint
+
 
 def class_indices(frame: pd.DataFrame, category_ids, source: str) -> list[int]:
     """Model output index of each row's category_id (-1: unlabelled)."""
@@ -37,12 +41,12 @@ def class_indices(frame: pd.DataFrame, category_ids, source: str) -> list[int]:
     return [index.get(int(c), -1) for c in frame["category_id"]]
 
 
-def predict_frame(model: BilateralNet, ckpt: dict, frame: pd.DataFrame, source: str, batch_size: int,
+def predict_frame(model: BilateralNet, ckpt: Checkpoint, frame: pd.DataFrame, source: str, batch_size: int,
                   num_workers: int | str, alpha: float, tta_flip: bool, device: torch.device, originals: bool = False):
     """(logits, targets) for the images of ``frame`` (columns path, category_id). ``originals``:
     the paths are original files, which go through the checkpoint's prepare step in memory first
     (``bbn.data.prepare.prepared_image``), so that they give the logits of their prepared copies."""
-    targets = class_indices(frame, ckpt["category_ids"], source)
+    targets = class_indices(frame, ckpt.category_ids, source)
     images = test_images(ckpt, frame["path"], targets, originals)
     loader = eval_loader(images, batch_size, num_workers, device)
     return predict(model, loader, device, alpha, desc=Path(source).stem, tta_flip=tta_flip)

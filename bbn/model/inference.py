@@ -7,6 +7,8 @@ Evaluation, ``bbn-predict`` and validation during training all go through ``pred
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,9 @@ from tqdm import tqdm
 from bbn.errors import ArgError, BBNError
 from bbn.methods import method
 from bbn.model.network import BilateralNet
+
+if TYPE_CHECKING:
+    from bbn.model.checkpoint import Checkpoint
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,13 +33,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def test_alpha(ckpt: dict, eval_alpha: float) -> float:
+def test_alpha(ckpt: Checkpoint, eval_alpha: float) -> float:
     """The branch weight for a checkpoint's model: what its method declares
     (``bbn.methods.Method.test_alpha``) given the alpha schedule it was trained with."""
-    if "method" not in ckpt:
+    if ckpt.method is None:
         raise BBNError("checkpoint without a training method: written by an older version; rerun train")
-    alpha = ckpt.get("alpha") or {}
-    return method(ckpt["method"]).test_alpha(alpha.get("schedule", "parabolic"), alpha.get("value", 0.5),
+    alpha = ckpt.alpha
+    return method(ckpt.method).test_alpha(alpha.get("schedule", "parabolic"), alpha.get("value", 0.5),
                                              eval_alpha)
 
 

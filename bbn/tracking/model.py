@@ -19,12 +19,16 @@ code; the pyfunc serves the whole prediction.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
 import bbn
+
+if TYPE_CHECKING:
+    from bbn.model.checkpoint import Checkpoint
 
 ARTIFACT = "checkpoint"
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "tqdm", "pyyaml")
@@ -55,7 +59,7 @@ class Classifier(mlflow.pyfunc.PythonModel):
         return classify_bytes(self.model, self.ckpt, list(model_input["image"]), self.device, **(params or {}))
 
 
-def classify_bytes(model, ckpt: dict, images_bytes: list[bytes], device, alpha: float = 0.5, tta_flip: bool = False,
+def classify_bytes(model, ckpt: Checkpoint, images_bytes: list[bytes], device, alpha: float = 0.5, tta_flip: bool = False,
                    batch_size: int = 64) -> pd.DataFrame:
     """Top-1 category_id, name and probability per encoded image, through the evaluation path."""
     import torch
@@ -71,8 +75,8 @@ def classify_bytes(model, ckpt: dict, images_bytes: list[bytes], device, alpha: 
     logits, _ = predict(model, batches, device, test_alpha(ckpt, float(alpha)), tta_flip=bool(tta_flip))
     probs = torch.softmax(torch.from_numpy(logits).double(), 1).numpy()
     best = probs.argmax(1)
-    return pd.DataFrame({"category_id": np.asarray(ckpt["category_ids"], dtype=np.int64)[best],
-                         "name": np.asarray(ckpt["names"], dtype=object)[best],
+    return pd.DataFrame({"category_id": np.asarray(ckpt.category_ids, dtype=np.int64)[best],
+                         "name": np.asarray(ckpt.names, dtype=object)[best],
                          "probability": probs[np.arange(len(best)), best]})
 
 
