@@ -9,6 +9,7 @@ its cache everything downstream, also in the fresh copy of a queued experiment.
 """
 
 import time
+from dataclasses import asdict, replace
 
 from bbn.files import remove_stale, write_json
 from bbn.sources.datasets import fetch_dataset
@@ -17,6 +18,7 @@ from stages.deps import code_files
 from stages.params import load_params
 from stages.paths import DOWNLOADS, RAW, RAW_MANIFEST, resolve
 from stages.runner import run
+from stages.specs import data_spec
 
 
 def _dataset_code() -> list:
@@ -30,9 +32,9 @@ def main() -> None:
     start = time.perf_counter()
     for pattern in (f".{RAW.name}.*.tmp", f".{RAW.name}.*.link"):  # what a killed run left beside data/raw
         remove_stale(RAW.parent, pattern)
-    p = load_params().data
-    p = p.model_copy(update={"source": resolve(p.source)})  # the same folder in dvc exp run's copies
-    content = p.model_dump(exclude={"mirror", "keep_archives"})  # where from and what is kept: not the dataset
+    p = data_spec(load_params().data)
+    p = replace(p, source=resolve(p.source))  # the same folder in dvc exp run's copies
+    content = {k: v for k, v in asdict(p).items() if k not in ("mirror", "keep_archives")}  # not the dataset
     key = dataset_key(content, _dataset_code(), source_fingerprint(p.source))
     # Archives are kept in data/downloads (outside DVC) so that an interrupted download resumes;
     # the tree appears only once complete.

@@ -35,6 +35,14 @@ TINY = {
 }
 
 
+def dataspec(**data):
+    """The library's ``DataSpec`` of a ``data`` section with these fields (the rest: defaults)."""
+    from stages.params import DataParams
+    from stages.specs import data_spec
+
+    return data_spec(DataParams(**data))
+
+
 def read_params(path: Path) -> dict:
     """A params.yaml as DVC and the stages read it (YAML 1.2: ``off`` is a string, as ``dvc exp run -S``
     writes it). PyYAML's 1.1 reading would turn it into False, and its dump would then write ``false``."""

@@ -20,7 +20,7 @@ from bbn.evaluate.submission import validate_submission, write_submission
 from bbn.files import atomic_path
 from bbn.sources.embedded import build_archive
 from bbn.sources.longtail import longtail_counts
-from stages.params import DataParams
+from tests.helpers import dataspec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,7 @@ def test_longtail_counts():
 
 
 def test_build_archive_reproducible(tmp_path):
-    p = DataParams(n_max=20, imbalance_ratio=5, test_per_class=3, val_per_class=1, image_px=16)
+    p = dataspec(n_max=20, imbalance_ratio=5, test_per_class=3, val_per_class=1, image_px=16)
     a, md5_a = build_archive(p, tmp_path / "a")
     b, md5_b = build_archive(p, tmp_path / "b")
     data = a.read_bytes()

@@ -11,8 +11,7 @@ import pytest
 from bbn.data.inat import load_images
 from bbn.errors import BBNError
 from bbn.sources.datasets import fetch_dataset
-from stages.params import DataParams
-from tests.helpers import jpeg
+from tests.helpers import dataspec, jpeg
 
 
 def _inat(root: Path, file_names: list[str], categories=(0,), labels=None) -> Path:
@@ -68,7 +67,7 @@ def test_one_class_refused_alike_in_every_layout(tmp_path, monkeypatch):
         (folder / "class 0").mkdir(parents=True, exist_ok=True)
         (folder / "class 0" / f"{i}.jpg").write_bytes(jpeg(i))
     with pytest.raises(BBNError) as err:
-        fetch_dataset(DataParams(name="imagefolder", source=str(folder)), tmp_path / "raw1", tmp_path / "dl")
+        fetch_dataset(dataspec(name="imagefolder", source=str(folder)), tmp_path / "raw1", tmp_path / "dl")
     from_folder = _one_class_message(str(folder), err.value)
 
     _inat(tmp_path / "json" / "data" / "raw", [f"a/{i}.jpg" for i in range(6)])

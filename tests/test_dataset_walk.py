@@ -21,8 +21,7 @@ from bbn.errors import BBNError
 from bbn.files import read_csv
 from bbn.sources.datasets import fetch_dataset
 from bbn.sources.walk import image_files
-from stages.params import DataParams
-from tests.helpers import ROOT, TINY, jpeg, merge, read_params
+from tests.helpers import ROOT, TINY, dataspec, jpeg, merge, read_params
 
 CASES = Path(__file__).parent / "data" / "real-world-3"
 HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)  # an iPhone photo's start, no JPEG
@@ -37,7 +36,7 @@ def _stages(tmp: Path, source: Path, capsys, *names: str, **params) -> str:
     p = merge(p, params)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    fetch_dataset(DataParams(**p["data"]), tmp / "data" / "raw", tmp / "downloads")
+    fetch_dataset(dataspec(**p["data"]), tmp / "data" / "raw", tmp / "downloads")
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
@@ -244,7 +243,7 @@ def test_cifar_and_inat_trees_use_the_same_walk(tmp_path):
                 (src / split / name / f"{i}.jpg").write_bytes(jpeg(100 * c + 10 * (split == "test") + i))
                 (src / split / name / ".thumbnails" / f"{i}.jpg").write_bytes(jpeg(i))
     out = tmp_path / "raw"
-    fetch_dataset(DataParams(name="cifar10_lt", source=str(src), n_max=6, imbalance_ratio=1.5), out, tmp_path / "dl")
+    fetch_dataset(dataspec(name="cifar10_lt", source=str(src), n_max=6, imbalance_ratio=1.5), out, tmp_path / "dl")
     names = [im["file_name"] for s in ("train", "test") for im in json.loads((out / f"{s}.json").read_text())["images"]]
     assert len(names) == 6 + 4 + 4 and not any("/." in n for n in names)
 
@@ -266,7 +265,7 @@ def test_cifar_and_inat_trees_use_the_same_walk(tmp_path):
     (inat / "test2019.json").write_text(json.dumps({"images": [{"id": 5, "file_name": "test2019/t.jpg"}],
                                                     "categories": cats}))
     out = tmp_path / "inat_raw"
-    fetch_dataset(DataParams(name="inat2019", source=str(inat)), out, tmp_path / "dl")
+    fetch_dataset(dataspec(name="inat2019", source=str(inat)), out, tmp_path / "dl")
     linked = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
     assert linked == ["test2019/t.jpg", "train_val2019/0/0.jpg", "train_val2019/0/1.jpg"]
     assert not any(p.is_symlink() for p in out.rglob("*"))

@@ -17,8 +17,7 @@ from bbn.errors import BBNError
 from bbn.sources.datasets import fetch_dataset
 from bbn.sources.download import md5sum
 from bbn.sources.longtail import longtail_counts
-from stages.params import DataParams
-from tests.helpers import ROOT, FileServer, cifar10_python, inat2019, jpeg, make_repo, md5s, one_error_line, sh, stage
+from tests.helpers import ROOT, FileServer, cifar10_python, dataspec, inat2019, jpeg, make_repo, md5s, one_error_line, sh, stage
 
 SHARED_CIFAR = ROOT.parent / "shared/data/cifar10-jpg.tar.gz"
 # ------------------------------------------------------------------------------------- iNaturalist
@@ -80,7 +79,7 @@ def test_inat_archive_with_a_parent_path_member_is_rejected(tmp_path):
 
 def test_inat_missing_checksum_is_asked_for(tmp_path):
     with pytest.raises(BBNError, match=r"^md5: no checksum known for .*train_val2017"):
-        fetch_dataset(DataParams(name="inat2017", md5={"x.tar.gz": "0" * 32}), tmp_path / "out", tmp_path / "dl")
+        fetch_dataset(dataspec(name="inat2017", md5={"x.tar.gz": "0" * 32}), tmp_path / "out", tmp_path / "dl")
 
 
 def test_inat_source_archives_used_in_place_and_extracted_tree_hard_linked(tmp_path):
@@ -89,14 +88,14 @@ def test_inat_source_archives_used_in_place_and_extracted_tree_hard_linked(tmp_p
     archives.mkdir()
     for name, data in files.items():
         (archives / name).write_bytes(data)
-    p = DataParams(name="inat2019", source=str(archives), md5=md5s(files))
+    p = dataspec(name="inat2019", source=str(archives), md5=md5s(files))
     fetch_dataset(p, tmp_path / "a", tmp_path / "dl")
     assert not list((tmp_path / "dl").rglob("*.tar.gz"))  # verified where they lie: not copied
     first = tmp_path / "a/train_val2019/Animalia/0/0000.jpg"
     assert first.read_bytes() == jpeg(0) and (tmp_path / "a/test2019.json").exists()
     assert first.stat().st_nlink == 2  # a link into the one extracted copy under dl/extracted
     # an extracted tree as source: every file hard-linked, not copied
-    fetch_dataset(DataParams(name="inat2019", source=str(tmp_path / "a")), tmp_path / "b", tmp_path / "dl")
+    fetch_dataset(dataspec(name="inat2019", source=str(tmp_path / "a")), tmp_path / "b", tmp_path / "dl")
     linked = tmp_path / "b/train_val2019/Animalia/0/0000.jpg"
     assert linked.stat().st_ino == first.stat().st_ino
     assert json.loads((tmp_path / "b/train2019.json").read_text()) == json.loads((tmp_path / "a/train2019.json").read_text())
@@ -107,7 +106,7 @@ def test_cifar10_lt_from_the_python_tarball_over_http(tmp_path):
     archive, batches = cifar10_python()
     name = "cifar-10-python.tar.gz"
     with FileServer({name: archive}) as server:
-        p = DataParams(name="cifar10_lt", mirror=server.url, md5={name: hashlib.md5(archive).hexdigest()},
+        p = dataspec(name="cifar10_lt", mirror=server.url, md5={name: hashlib.md5(archive).hexdigest()},
                        imbalance_ratio=10, seed=3)
         info = fetch_dataset(p, tmp_path / "raw", tmp_path / "dl")
     train = json.loads((tmp_path / "raw/train.json").read_text())
@@ -135,13 +134,13 @@ def test_cifar_reader_refuses_code_in_a_pickle(tmp_path):
     path = tmp_path / "cifar-10-python.tar.gz"
     path.write_bytes(archive)
     with pytest.raises(BBNError, match=r"batches.meta: cannot read \(refused to load (posix|os)\.system\)"):
-        fetch_dataset(DataParams(name="cifar10_lt", source=str(path)), tmp_path / "raw", tmp_path / "dl")
+        fetch_dataset(dataspec(name="cifar10_lt", source=str(path)), tmp_path / "raw", tmp_path / "dl")
     assert not marker.exists()
 
 
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason=f"{SHARED_CIFAR} not on this machine")
 def test_cifar10_lt_ir100_from_the_jpeg_tree_is_exact_and_reproducible(tmp_path):
-    p = DataParams(name="cifar10_lt", source=str(SHARED_CIFAR), imbalance_ratio=100, seed=0)
+    p = dataspec(name="cifar10_lt", source=str(SHARED_CIFAR), imbalance_ratio=100, seed=0)
     first = fetch_dataset(p, tmp_path / "a", tmp_path / "dl")
     train = json.loads((tmp_path / "a/train.json").read_text())
     counts = pd.Series([a["category_id"] for a in train["annotations"]]).value_counts().sort_index()
@@ -152,7 +151,7 @@ def test_cifar10_lt_ir100_from_the_jpeg_tree_is_exact_and_reproducible(tmp_path)
     assert pd.Series([a["category_id"] for a in test["annotations"]]).value_counts().tolist() == [1000] * 10
     again = fetch_dataset(p, tmp_path / "b", tmp_path / "dl")
     assert again["longtail_index_sha256"] == first["longtail_index_sha256"]
-    other = fetch_dataset(DataParams(name="cifar10_lt", source=str(SHARED_CIFAR), imbalance_ratio=100, seed=1),
+    other = fetch_dataset(dataspec(name="cifar10_lt", source=str(SHARED_CIFAR), imbalance_ratio=100, seed=1),
                     tmp_path / "c", tmp_path / "dl")
     assert other["longtail_index_sha256"] != first["longtail_index_sha256"]
 
@@ -213,7 +212,7 @@ def test_imagefolder_without_test_folder_holds_out_a_test_set(tmp_path):
     for d in sorted((src / "test").rglob("*"), reverse=True):
         d.rmdir()
     (src / "test").rmdir()
-    fetch_dataset(DataParams(name="imagefolder", source=str(src), test_per_class=2, longtail_subsample=True,
+    fetch_dataset(dataspec(name="imagefolder", source=str(src), test_per_class=2, longtail_subsample=True,
                        imbalance_ratio=2), tmp_path / "raw", tmp_path / "dl")
     train = json.loads((tmp_path / "raw/train.json").read_text())
     test = json.loads((tmp_path / "raw/test.json").read_text())
@@ -225,6 +224,6 @@ def test_imagefolder_without_test_folder_holds_out_a_test_set(tmp_path):
 
 def test_imagefolder_needs_a_source(tmp_path):
     with pytest.raises(BBNError, match="^source: required"):
-        fetch_dataset(DataParams(name="imagefolder"), tmp_path / "raw", tmp_path / "dl")
+        fetch_dataset(dataspec(name="imagefolder"), tmp_path / "raw", tmp_path / "dl")
     with pytest.raises(BBNError, match="^source: .*nowhere not found"):
-        fetch_dataset(DataParams(name="imagefolder", source=str(tmp_path / "nowhere")), tmp_path / "raw", tmp_path / "dl")
+        fetch_dataset(dataspec(name="imagefolder", source=str(tmp_path / "nowhere")), tmp_path / "raw", tmp_path / "dl")

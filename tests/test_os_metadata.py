@@ -18,8 +18,7 @@ from bbn.data.decode import is_os_metadata
 from bbn.data.inat import find_json, load_images
 from bbn.sources.datasets import fetch_dataset
 from bbn.sources.extract import safe_extract
-from stages.params import DataParams
-from tests.helpers import jpeg
+from tests.helpers import dataspec, jpeg
 
 BIRDS = Path(__file__).parent / "data" / "real-world" / "birds_macos.zip"
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "  # a resource fork's header, not an image
@@ -50,7 +49,7 @@ def _birds_tree(root: Path) -> Path:
 
 def _imagefolder(tmp_path: Path, source: Path, name: str = "imagefolder", **kw) -> dict:
     out = tmp_path / "raw"
-    p = DataParams(name=name, source=str(source), test_per_class=2, **kw)
+    p = dataspec(name=name, source=str(source), test_per_class=2, **kw)
     fetch_dataset(p, out, tmp_path / "downloads")
     return {s: json.loads((out / f"{s}.json").read_text()) for s in ("train", "val", "test")}
 
@@ -125,7 +124,7 @@ def test_inat_tree_links_no_metadata(tmp_path):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(APPLEDOUBLE)
     out = tmp_path / "raw"
-    fetch_dataset(DataParams(name="inat2019", source=str(src)), out, tmp_path / "downloads")
+    fetch_dataset(dataspec(name="inat2019", source=str(src)), out, tmp_path / "downloads")
     linked = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert not any(is_os_metadata(p) for p in linked) and "train_val2019/0/0.jpg" in linked
     assert len(load_images(find_json(out, "train"))) == 2

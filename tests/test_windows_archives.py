@@ -15,8 +15,7 @@ import pytest
 from bbn.errors import BBNError
 from bbn.sources.datasets import fetch_dataset
 from bbn.sources.extract import safe_extract
-from stages.params import DataParams
-from tests.helpers import jpeg
+from tests.helpers import dataspec, jpeg
 
 
 def _zip(path: Path, members: dict[bytes, bytes], extra: dict[bytes, bytes] | None = None) -> Path:
@@ -50,7 +49,7 @@ def test_a_windows_explorer_zip_with_backslashes_and_dos_code_page_names(tmp_pat
     members[b"tiere\\Thumbs.db"] = b"\xd0\xcf\x11\xe0"
     archive = _zip(tmp_path / "tiere.zip", members)
     out = tmp_path / "raw"
-    fetch_dataset(DataParams(name="imagefolder", source=str(archive), test_per_class=1), out, tmp_path / "dl")
+    fetch_dataset(dataspec(name="imagefolder", source=str(archive), test_per_class=1), out, tmp_path / "dl")
     train = json.loads((out / "train.json").read_text())
     assert [c["name"] for c in train["categories"]] == ["Käfer", "Möwe"]
     names = [im["file_name"] for im in train["images"]]

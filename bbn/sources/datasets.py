@@ -33,6 +33,7 @@ from bbn.sources.download import fetch
 from bbn.sources.extract import CANCEL, safe_extract, stream_extract
 from bbn.sources.layout import Record, link, write_dataset
 from bbn.sources.longtail import index_digest, longtail_subsample
+from bbn.sources.spec import DataSpec
 
 INAT_URL = "https://ml-inat-competition-datasets.s3.amazonaws.com/{year}/"
 # Published md5s (visipedia/inat_comp, <year>/README.md). None: not published; give it in data.md5.
@@ -54,21 +55,21 @@ INAT = {
 }
 
 
-def _md5_for(p, name: str, official: str | None) -> str:
+def _md5_for(p: DataSpec, name: str, official: str | None) -> str:
     md5 = p.md5.get(name, official)
     if not md5:
         raise ArgError("md5", f"no checksum known for {name}; add `{name}: <md5>`")
     return md5
 
 
-def _source(p) -> Path:
+def _source(p: DataSpec) -> Path:
     src = Path(p.source).expanduser()
     if not src.exists():
         raise ArgError("source", f"{p.source} not found")
     return src
 
 
-def _source_tree(p, downloads: Path) -> Path:
+def _source_tree(p: DataSpec, downloads: Path) -> Path:
     """``data.source`` as a folder: itself, or the archive it names extracted once."""
     src = _source(p)
     return src if src.is_dir() else _unpacked(src, downloads)
@@ -84,7 +85,7 @@ def _link_tree(src: Path, out: Path) -> None:
         link(f, dst)
 
 
-def fetch_inat(p, out: Path, downloads: Path) -> dict:
+def fetch_inat(p: DataSpec, out: Path, downloads: Path) -> dict:
     """The official archives, each fetched (or read from ``data.source``), verified and extracted
     once, in parallel (one thread per archive: md5 and zlib release the GIL), then linked into ``out``."""
     files = {name: _md5_for(p, name, md5) for name, md5 in INAT[p.name].items()}
@@ -117,7 +118,7 @@ def _in_parallel(job, items: list) -> list:
         CANCEL.clear()
 
 
-def _inat_archive(p, name: str, md5: str, downloads: Path) -> Path:
+def _inat_archive(p: DataSpec, name: str, md5: str, downloads: Path) -> Path:
     """``name`` extracted under ``downloads/extracted``, verified against ``md5``. An extraction
     that exists is used as it is: no download, no hashing. ``data.keep_archives`` false deletes a
     downloaded archive once its verified extraction is complete (also one left by a run killed
@@ -176,7 +177,7 @@ def _unpacked(archive: Path, downloads: Path, md5: str | None = None) -> Path:
     return dest
 
 
-def fetch_cifar(p, out: Path, downloads: Path) -> dict:
+def fetch_cifar(p: DataSpec, out: Path, downloads: Path) -> dict:
     url, md5 = cifar.ARCHIVES[p.name][:2]
     if p.source and (_source(p).is_dir() or not _is_python_cifar(_source(p))):
         return _imagefolder(p, _source_tree(p, downloads), out, longtail=True)
@@ -201,7 +202,7 @@ def _longtail_info(out: Path, kept: list[str]) -> dict:
     return {"longtail_images": len(kept), "longtail_index_sha256": index_digest(kept)}
 
 
-def _imagefolder(p, src: Path, out: Path, longtail: bool) -> dict:
+def _imagefolder(p: DataSpec, src: Path, out: Path, longtail: bool) -> dict:
     categories, splits = imagefolder.records(src, p, longtail, prefix=p.name)
     write_dataset(out, categories, splits, f"{p.name} from {src}")
     if not longtail:
@@ -209,7 +210,7 @@ def _imagefolder(p, src: Path, out: Path, longtail: bool) -> dict:
     return _longtail_info(out, [r.file_name for r in splits["train"]])
 
 
-def fetch_dataset(p, out: str | Path, downloads: str | Path) -> dict:
+def fetch_dataset(p: DataSpec, out: str | Path, downloads: str | Path) -> dict:
     """Build ``out`` (the staging folder of data/raw); return facts for ``dataset.json``."""
     out, downloads = Path(out), Path(downloads)
     downloads.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from bbn.errors import ArgError
 from bbn.sources.longtail import longtail_counts
+from bbn.sources.spec import DataSpec
 
 ROOT = "digits"
 
@@ -36,7 +37,7 @@ def _render(pixels: np.ndarray, size: int) -> bytes:
     return buf.getvalue()
 
 
-def _assign(labels: np.ndarray, p) -> dict[str, list[int]]:
+def _assign(labels: np.ndarray, p: DataSpec) -> dict[str, list[int]]:
     """Pick, per class, the test, val and long-tailed training indices (seeded)."""
     rng = np.random.default_rng(p.seed)
     classes = np.unique(labels)
@@ -76,7 +77,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_archive(p, out_dir: str | Path) -> tuple[Path, str]:
+def build_archive(p: DataSpec, out_dir: str | Path) -> tuple[Path, str]:
     """Write ``digits.tar.gz`` (byte-reproducible for the same params) and its md5 sidecar."""
     from sklearn.datasets import load_digits
 

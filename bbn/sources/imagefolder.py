@@ -23,6 +23,7 @@ from bbn.data.inat import require_two_classes
 from bbn.errors import BBNError
 from bbn.sources.layout import Record
 from bbn.sources.longtail import longtail_subsample
+from bbn.sources.spec import DataSpec
 from bbn.sources.walk import image_files, is_hidden, visible_folders
 
 VAL_FOLDERS = ("val", "valid", "validation")  # ImageNet/Kaggle, Roboflow, Hugging Face names of the val split
@@ -112,7 +113,7 @@ def hold_out(train: list[Item], per_class: int, seed: int) -> tuple[list[Item], 
     return ([t for t, x in zip(train, chosen) if not x], [t for t, x in zip(train, chosen) if x])
 
 
-def records(source: Path, p, longtail: bool, prefix: str):
+def records(source: Path, p: DataSpec, longtail: bool, prefix: str):
     """Categories and {train, val, test} records (val: the user's own val folder, else empty and the
     split stage holds one out)."""
     classes, found = scan(source)
