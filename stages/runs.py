@@ -24,8 +24,10 @@ from bbn.methods import method
 from bbn.tracking import Tracker
 from bbn.tracking.datasets import file_digest, log_inputs, split_input
 from bbn.tracking.experiment import ui_link
+from bbn.tracking.resumption import RunStart
+from bbn.tracking.resumption import differing as params_differing
 from stages.params import Params, flatten, validate
-from stages.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, ROOT, RUN, resolve_uri
+from stages.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, ROOT, RUN, SPLIT, resolve_uri
 
 # Stage logs are read by people: MLflow's INFO lines ("Validating input example ...") and its artifact
 # progress bars (glued into one long line in a log) off, its warnings kept. A user's own setting wins.
@@ -35,7 +37,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "pillow", "dvc", "mlflow")
 DESCRIPTION = ("BBN (Bilateral-Branch Network) for long-tailed image classification: one run per training, "
                "params = params.yaml, made by the bbn-pipeline DVC stages (README, section MLflow).")
-TRAINING_RUN, RESUMED_FROM = "bbn.training_run_id", "bbn.resumed_from"
+TRAINING_RUN = "bbn.training_run_id"
 
 
 def store_uri(tracking) -> str:
@@ -145,7 +147,7 @@ def describe(params: Params, extra: str = "") -> str:
 
 def differing(logged: dict[str, str], params: Params) -> list[str]:
     """The params whose value differs from (or is missing in) a run's logged params."""
-    return sorted(k for k, v in flatten(params).items() if logged.get(k) != str(v))
+    return params_differing(logged, flatten(params))
 
 
 def dataset_name(params: Params) -> str:
@@ -160,15 +162,19 @@ def evaluated_dataset(params: Params, source) -> tuple[str, str]:
         return dataset_name(params), ""
 
 
-def log_splits(run: Tracker, params: Params, splits: dict[str, tuple[pd.DataFrame, object]]) -> None:
-    """Log ``{context: (frame, source file)}`` as the run's dataset inputs (bbn.tracking.datasets)."""
+def split_inputs(params: Params, splits: dict[str, tuple[pd.DataFrame, object]]) -> list:
+    """``{context: (frame, source file)}`` as MLflow dataset inputs (bbn.tracking.datasets); none when
+    a split file went missing (the run goes on without its dataset entries)."""
     try:
-        inputs = [split_input(frame, dataset_name(params), source, context)
-                  for context, (frame, source) in splits.items()]
-    except OSError as exc:  # a split file went missing: the run goes on without its dataset entries
+        return [split_input(frame, dataset_name(params), source, context) for context, (frame, source) in splits.items()]
+    except OSError as exc:
         print(f"tracking: datasets not logged ({exc})")
-        return
-    log_inputs(run, inputs)
+        return []
+
+
+def log_splits(run: Tracker, params: Params, splits: dict[str, tuple[pd.DataFrame, object]]) -> None:
+    """Log ``{context: (frame, source file)}`` as the run's dataset inputs."""
+    log_inputs(run, split_inputs(params, splits))
 
 
 def result_run(params: Params, base: str | None, stage: str) -> tuple[Tracker, bool]:
@@ -211,3 +217,15 @@ def _linked_run(run: Tracker, base: str, params: Params) -> str | None:
         return next((r.info.run_id for r in found if not differing(r.data.params, params)), None)
 
     return run.submit("search linked runs", _search, needs_run=False)
+
+
+def training_start(params: Params, device: object, world_size: int) -> RunStart:
+    """A new training run's params, name, description, tags, resolved params file and datasets."""
+    t = params.train
+    return RunStart(flatten(params), run_name(params), describe(params), run_tags() | {
+        "device": str(device), "world_size": str(world_size), "budget.epochs": str(t.epochs),
+        "budget.image_size": str(t.image_size), "budget.max_steps": str(t.max_steps),
+        "budget.pretrained": str(bool(params.model.pretrained))},
+        {"params_resolved.yaml": yaml.safe_dump(params.model_dump(), sort_keys=False)},
+        split_inputs(params, {name: (pd.read_csv(SPLIT / f"{name}.csv"), SPLIT / f"{name}.csv")
+                              for name in ("train", "val")}), params.tracking.system_metrics_interval)

@@ -8,6 +8,9 @@ from dataclasses import fields, is_dataclass
 
 from pydantic import BaseModel
 
+from bbn.methods import method
+from bbn.model.network import ModelSpec
+from bbn.sources.spec import DataSpec
 from bbn.train.inputs import InputSpec
 from bbn.train.spec import LaunchSpec, TrainSpec
 
@@ -32,6 +35,11 @@ def train_spec(train: BaseModel) -> TrainSpec:
     return to_spec(TrainSpec, train)
 
 
+def data_spec(data: BaseModel) -> DataSpec:
+    """The ``data`` section as ``bbn.sources.datasets.fetch_dataset`` takes it."""
+    return to_spec(DataSpec, data)
+
+
 def launch_spec(train: BaseModel) -> LaunchSpec:
     """The ``train`` section's process layout (``bbn.train.distributed.launch_argv``)."""
     return to_spec(LaunchSpec, train)
@@ -44,3 +52,11 @@ def input_spec(train: BaseModel, preprocessing: dict, readers: int) -> InputSpec
                         if f not in ("augment", "mean", "std", "readers")},
                      augment=preprocessing["augment"], mean=tuple(preprocessing["mean"]),
                      std=tuple(preprocessing["std"]), readers=readers)
+
+
+def model_spec(params: BaseModel, num_classes: int) -> ModelSpec:
+    """The network of the ``model`` section for ``num_classes`` classes, with the head the training
+    method needs (``bbn.methods``)."""
+    m = params.model
+    return ModelSpec(backbone=m.backbone, num_classes=num_classes, antialias=m.antialias, blur_filter=m.blur_filter,
+                     head=method(params.train.method).head, shortcut=m.shortcut, classifier=m.classifier, init=m.init)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bbn.model.network import ModelSpec, build_model
-from bbn.train.resume import ResumeState, data_changed
+from bbn.train.resume import ResumeState, Snapshot, data_changed
 from stages.params import validate
 from tests.helpers import ROOT, TINY, jpeg, merge, read_params
 
@@ -48,7 +48,7 @@ def _params(**data):
 def _interrupted(folder: Path, key) -> ResumeState:
     state = ResumeState(folder, key.key, key.meta())
     model = build_model(ModelSpec("resnet32", 2))
-    state.save(model, {"history": [{"epoch": 1}], "optimizer": {}, "scaler": {}}, "run1")
+    state.save(Snapshot(model.state_dict(), {}, {}, [{"epoch": 1}], "run1"))
     state.release()
     return state
 

@@ -12,7 +12,7 @@ import torch
 
 from bbn.files import try_lock
 from bbn.model.network import ModelSpec, build_model
-from bbn.train.resume import ResumeState, list_states, prune
+from bbn.train.resume import ResumeState, Snapshot, list_states, prune
 
 
 def _state(folder: Path, name: str, age_days: float, **info) -> Path:
@@ -46,15 +46,14 @@ def test_prune_rule(tmp_path):
 def test_finished_state_is_kept_complete_then_discarded(tmp_path):
     model = build_model(ModelSpec("resnet32", 3, "off", 3))
     saved = ResumeState(tmp_path, "k" * 64)
-    state = {"optimizer": {}, "scaler": {}, "history": [{"epoch": 1}, {"epoch": 2}]}
-    saved.save(model, state, "run1")
+    saved.save(Snapshot(model.state_dict(), {}, {}, [{"epoch": 1}, {"epoch": 2}], "run1"))
     assert saved.info == {"key": "k" * 64, "epoch": 2, "run_id": "run1", "complete": False,
                           "saved_at": saved.info["saved_at"]}
     saved.finish("c" * 32)
     again = ResumeState(tmp_path, "k" * 64)  # the next start of the same training
     assert again.info["complete"] and again.info["outputs_md5"] == "c" * 32
     loaded = again.load(build_model(ModelSpec("resnet32", 3, "off", 3)))
-    assert loaded["epoch"] == 2 and torch.equal(loaded["model"]["cb_fc.weight"], model.cb_fc.weight)
+    assert loaded.epoch == 2 and loaded.run_id == "run1" and torch.equal(loaded.model["cb_fc.weight"], model.cb_fc.weight)
     again.discard()
     assert not again.path.exists() and not again.info_path.exists()
     assert [p.name for p in tmp_path.iterdir()] == [again.path.with_suffix(".lock").name]

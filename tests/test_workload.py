@@ -16,10 +16,12 @@ from bbn.model.network import ModelSpec, build_model
 from bbn.sources.datasets import fetch_dataset
 from bbn.sources.extract import stream_extract
 from bbn.sources.raw import point, shared_tree, source_fingerprint
+from bbn.sources.spec import DataSpec
 from bbn.train.loop import fit
-from stages.params import DataParams, TrainParams
+from bbn.train.resume import Snapshot
+from stages.params import TrainParams
 from stages.specs import train_spec
-from tests.helpers import FileServer, inat2019, md5s
+from tests.helpers import FileServer, dataspec, inat2019, md5s
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def test_loaders_built_with_auto_are_persistent_prefetching_and_split_by_method(
     assert train_loaders(images, 4, 0, seed=0)["uniform"].num_workers == 0  # in the main process
 
 
-def _fit(max_steps: int, epochs: int = 3, resume: dict | None = None):
+def _fit(max_steps: int, epochs: int = 3, resume: Snapshot | None = None):
     torch.manual_seed(0)
     x, y = torch.randn(64, 3, 16, 16), torch.randint(0, 4, (64,))
     data = TensorDataset(x, y)
@@ -89,8 +91,8 @@ def test_max_steps_counts_the_steps_of_a_resumed_run():
     first, _ = _fit(max_steps=0, epochs=1)  # one whole epoch done (8 steps) before an interruption
     model = build_model(ModelSpec("resnet32", 4, "off"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    state = {"history": first, "optimizer": optimizer.state_dict(),
-             "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict()}
+    state = Snapshot(model.state_dict(), optimizer.state_dict(), torch.amp.GradScaler("cpu", enabled=False).state_dict(),
+                     first)
     _, seen = _fit(max_steps=12, resume=state)
     assert seen == [(2, 4)]  # 12 in all: 8 before, 4 now
     _, seen = _fit(max_steps=8, resume=state)
@@ -167,8 +169,8 @@ def test_stream_extract_verifies_on_the_same_pass_and_refuses_unsafe_members(tmp
     assert not (tmp_path / "x/evil").exists()  # checked before it was written
 
 
-def _inat(server, keep: bool, files: dict) -> DataParams:
-    return DataParams(name="inat2019", mirror=server.url, md5=md5s(files), keep_archives=keep)
+def _inat(server, keep: bool, files: dict) -> DataSpec:
+    return dataspec(name="inat2019", mirror=server.url, md5=md5s(files), keep_archives=keep)
 
 
 def test_dropping_archives_keeps_one_copy_and_loses_nothing_when_interrupted(tmp_path, monkeypatch):

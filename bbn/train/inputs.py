@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 
 from bbn.data.batch_augment import DeviceAugment
 from bbn.data.inmemory import ImageBank, bank_bytes, choose_in_memory, decoded_batches, train_batches
 from bbn.data.loading import ImageList, train_loaders
-from bbn.data.transforms import test_resize
+from bbn.data.prepare import prepared_path
+from bbn.data.transforms import eval_transform, test_resize, train_transform
 from bbn.errors import ArgError
 from bbn.train.distributed import Dist
 
@@ -73,3 +75,16 @@ def training_batches(spec: InputSpec, train_set: ImageList, dist: Dist, device: 
                        f"process(es) x {spec.accumulate} micro-batches of {spec.batch_size} images"
                        f"{' (train.drop_last)' if spec.drop_last else ' (at least 2)'}")
     return batches
+
+
+def split_datasets(train: pd.DataFrame, val: pd.DataFrame, index: dict, image_size: int, pre: dict, hflip: bool,
+                   crop_padding: int) -> tuple[ImageList, ImageList]:
+    """The training and validation images of a split (rows: path, category_id), read from their
+    prepared copies (``bbn.data.prepare.prepared_path``) and labelled by class index (``index``:
+    category_id -> index); training with the augmentation of ``pre`` (resolved ``preprocessing``:
+    augment, mean, std), validation with its test transform, both decoded at the test resize."""
+    decode = test_resize(image_size, pre["augment"])
+    train_tf = train_transform(image_size, pre["augment"], hflip, pre["mean"], pre["std"], crop_padding)
+    val_tf = eval_transform(image_size, pre["augment"], pre["mean"], pre["std"])
+    return tuple(ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), tf, decode)
+                 for frame, tf in ((train, train_tf), (val, val_tf)))

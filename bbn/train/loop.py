@@ -31,6 +31,7 @@ from bbn.train.distributed import Dist, effective_lr, wrap
 from bbn.train.losses import LossFn, bilateral_loss, loss_for
 from bbn.train.mixup import mixed_conventional, mixup_step
 from bbn.train.progress import epoch_progress
+from bbn.train.resume import Snapshot
 from bbn.train.schedules import cumulative_alpha, lr_at
 from bbn.train.spec import TrainSpec
 from bbn.train.speed import Speed, prepare_model
@@ -234,17 +235,17 @@ def _set_up(model: BilateralNet, p: TrainSpec, device: torch.device, dist: Dist)
 
 
 def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | None, p: TrainSpec, device: torch.device,
-        counts: torch.Tensor, on_epoch: Callable[[int, dict, dict], None] = lambda epoch, row, state: None,
-        dist: Dist = Dist(), resume: dict | None = None) -> list[dict]:
+        counts: torch.Tensor, on_epoch: Callable[[int, dict, Snapshot], None] = lambda epoch, row, snapshot: None,
+        dist: Dist = Dist(), resume: Snapshot | None = None) -> list[dict]:
     """Train for ``p.epochs`` epochs, or until ``p.max_steps`` optimizer steps in all when that is
     > 0 (the epoch in progress then ends early, is validated and is the last). ``on_epoch(epoch, row,
-    state)`` sees every epoch's number (1-based, as ``row['epoch']``), numbers and the state to
-    checkpoint (optimizer, scaler, history).
+    snapshot)`` sees every epoch's number (1-based, as ``row['epoch']``), numbers and the state to
+    save for resuming (``bbn.train.resume.Snapshot``, run_id unset).
 
     ``p``: the training arguments (``bbn.train.spec.TrainSpec``);
     ``loaders``: the 'uniform', 'reversed' and 'balanced' training loaders; ``counts`` (C,): training
-    images per class (for the baselines' losses). ``resume``: such a state; training continues after
-    its last epoch (the model's weights are the caller's to restore). Only rank 0 validates.
+    images per class (for the baselines' losses). ``resume``: such a snapshot; training continues
+    after its last epoch (the model's weights are the caller's to restore). Only rank 0 validates.
     Raises ``ArgError('sync_bn')`` for SyncBatchNorm on CPUs, ``BBNError`` when the loss diverges.
     """
     _set_up(model, p, device, dist)
@@ -252,10 +253,10 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
     forward = wrap(Branches(model), dist, device, p.sync_bn, unused_parameters=not m.bilateral)
     optimizer, speed = make_optimizer(model, p), Speed.of(p)
     scaler = speed.scaler(device)
-    history = list(resume["history"]) if resume else []
+    history = list(resume.history) if resume else []
     if resume:
-        optimizer.load_state_dict(resume["optimizer"])
-        scaler.load_state_dict(resume["scaler"])
+        optimizer.load_state_dict(resume.optimizer)
+        scaler.load_state_dict(resume.scaler)
     val_alpha = m.test_alpha(p.alpha.schedule, p.alpha.value, p.val_alpha)
     peak = effective_lr(p, dist.world_size)
     done = sum(int(row.get("steps", 0)) for row in history)  # optimizer steps so far (train.max_steps)
@@ -275,8 +276,7 @@ def fit(model: BilateralNet, loaders: dict[str, DataLoader], val: DataLoader | N
         row |= validate(model, val if dist.main else None, device, val_alpha)
         row["seconds"] = time.perf_counter() - start
         history.append(row)
-        on_epoch(epoch, row, {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                              "history": history})
+        on_epoch(epoch, row, Snapshot(model.state_dict(), optimizer.state_dict(), scaler.state_dict(), history))
     return history
 
 

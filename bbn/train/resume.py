@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -80,6 +80,21 @@ class TrainingKey:
         return {"config": self.config, "data": self.data, "data_params": self.data_params}
 
 
+# what a resumed training may change: where it runs, not what it computes
+MOVABLE = frozenset({"train.device", "train.num_workers", "train.rdzv_endpoint", "train.rdzv_id"})
+
+
+def training_key(flat: dict[str, object], code: Sequence[str | Path], split: Sequence[str | Path],
+                 paths: Sequence[str], prepared: Sequence[str], digests: str | Path) -> TrainingKey:
+    """The key of a training: ``flat`` params ({dotted key: value}; the ``model.``, ``train.`` and
+    ``prepare.`` ones but ``MOVABLE`` go into the config part, ``data.`` ones into the data part),
+    the ``code`` files, the ``split`` lists, and the content of the images trained and validated on
+    (``paths`` as listed, their ``prepared`` copies, ``digests``: see ``content_digest``)."""
+    chosen = {k: v for k, v in flat.items() if k.split(".")[0] in ("model", "train", "prepare") and k not in MOVABLE}
+    data = {k: v for k, v in flat.items() if k.startswith("data.")}
+    return TrainingKey.of(chosen, code, data, split, content_digest(paths, prepared, digests))
+
+
 def data_changed(folder: str | Path, key: TrainingKey) -> str | None:
     """One line when an interrupted training of the same config is in ``folder`` but its data differ
     (so it is not resumed: training starts from scratch), naming the changed ``data.*`` params or
@@ -101,6 +116,24 @@ def _read_info(path: Path) -> dict:
         return {}
 
 
+@dataclass
+class Snapshot:
+    """A training after an epoch: what resuming it needs. ``model``, ``optimizer``, ``scaler``: their
+    ``state_dict()``; ``history``: one row per epoch done (``bbn.train.loop.fit``); ``run_id``: the
+    MLflow run it logs to ('' before one is known)."""
+
+    model: dict
+    optimizer: dict
+    scaler: dict
+    history: list[dict]
+    run_id: str = ""
+
+    @property
+    def epoch(self) -> int:
+        """Epochs done."""
+        return len(self.history)
+
+
 class ResumeState:
     """The resume file of one training in ``folder``, held under an exclusive lock: a second run of
     the same training at the same time (two queued experiments that differ only downstream) runs
@@ -119,31 +152,30 @@ class ResumeState:
         """The JSON beside the state: key, epoch, run_id, complete, outputs_md5 ({} when none)."""
         return _read_info(self.info_path) if self.enabled else {}
 
-    def load(self, model: BilateralNet) -> dict | None:
-        """The saved state with its weights loaded into ``model``; None when there is none, or it
+    def load(self, model: BilateralNet) -> Snapshot | None:
+        """The saved snapshot with its weights loaded into ``model``; None when there is none, or it
         is unreadable or of another training (then training starts afresh)."""
         if not self.enabled or not self.path.exists():
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if state.get("key") != self.key:
+                return None
+            snapshot = Snapshot(state["model"], state["optimizer"], state["scaler"], state["history"], state["run_id"])
         except Exception as exc:  # atomic writes make this unlikely; a bad file must not stop a new run
             print(f"warning: {self.path}: unreadable resume state ({type(exc).__name__}), starting afresh")
             return None
-        if state.get("key") != self.key:
-            return None
-        model.load_state_dict(state["model"])
-        return state
+        model.load_state_dict(snapshot.model)
+        return snapshot
 
-    def save(self, model: BilateralNet, state: dict, run_id: str | None) -> None:
-        """``state``: fit's optimizer / scaler / history after an epoch."""
+    def save(self, snapshot: Snapshot) -> None:
+        """Write ``snapshot`` (atomically) and the JSON beside it."""
         if not self.enabled:
             return
-        payload = {"key": self.key, "epoch": len(state["history"]), "model": model.state_dict(),
-                   "run_id": run_id or "", "optimizer": state["optimizer"], "scaler": state["scaler"],
-                   "history": state["history"]}
+        payload = {"key": self.key, "epoch": snapshot.epoch} | {f.name: getattr(snapshot, f.name) for f in fields(snapshot)}
         with atomic_path(self.path) as tmp:
             torch.save(payload, tmp)
-        write_json(self.info_path, {"key": self.key, "epoch": payload["epoch"], "run_id": payload["run_id"],
+        write_json(self.info_path, {"key": self.key, "epoch": snapshot.epoch, "run_id": snapshot.run_id,
                                     "complete": False, "saved_at": time.time(), **self.meta})
 
     def finish(self, outputs_md5: str) -> None:
@@ -207,3 +239,26 @@ def prune(folder: str | Path, keep_newest: int, max_age_days: float, recorded: C
             lock_path.unlink(missing_ok=True)
             lock.close()
     return removed
+
+
+def start_state(folder: str | Path, key: TrainingKey, keep_newest: int, max_age_days: float,
+                recorded: Callable[[str], bool]) -> ResumeState:
+    """The resume state of the training ``key`` starting now, after pruning the others in ``folder``
+    (``prune``). A complete state whose outputs are ``recorded`` means a forced rerun: it is deleted
+    and training starts afresh; a complete one whose outputs are not (killed after the last epoch)
+    is kept, and the caller writes the outputs again without training."""
+    saved = ResumeState(folder, key.key, key.meta())
+    if saved.enabled and not saved.path.exists() and (why := data_changed(folder, key)):
+        print(why)
+    for path in prune(folder, keep_newest, max_age_days, recorded, str(saved.path)):
+        print(f"train: deleted resume state {path.name} (finished and recorded, or old)")
+    info = saved.info
+    if info.get("complete") and recorded(info.get("outputs_md5", "")):
+        saved.discard()
+    elif info.get("complete"):
+        print(f"train: all {info['epoch']} epochs were done by an earlier run whose outputs were not "
+              f"recorded ({saved.path.name}); writing them again without training")
+    elif not saved.enabled:
+        print(f"train: another run of this training holds {saved.path}; this one keeps no resume state")
+    return saved
+
