@@ -26,10 +26,22 @@ def _module_file(name: str, root: Path) -> Path | None:
     return None
 
 
+def _runtime_nodes(node: ast.AST):
+    """``node`` and everything below it but the bodies of ``if TYPE_CHECKING:`` (annotations only:
+    those imports never run, so they are not the code of a stage)."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        test = child.test if isinstance(child, ast.If) else None
+        if isinstance(test, (ast.Name, ast.Attribute)) and ast.unparse(test).endswith("TYPE_CHECKING"):
+            yield from (n for branch in child.orelse for n in _runtime_nodes(branch))
+            continue
+        yield from _runtime_nodes(child)
+
+
 def _imports(path: Path, root: Path) -> set[str]:
     """Project modules that ``path`` imports (``from a.b import c`` counts a.b.c when c is a module)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -52,6 +52,18 @@ def test_a_missing_dep_is_reported(tmp_path):
     assert missing_deps(toy) == {"train": ["bbn/model"]}
 
 
+def test_imports_for_annotations_only_are_not_a_stage_dependency(tmp_path):
+    from stages.deps import _imports
+
+    (tmp_path / "bbn").mkdir()
+    for name in ("a", "b", "c"):
+        (tmp_path / "bbn" / f"{name}.py").write_text("")
+    mod = tmp_path / "m.py"
+    mod.write_text("from typing import TYPE_CHECKING\nimport bbn.a\nif TYPE_CHECKING:\n    import bbn.b\n"
+                   "else:\n    import bbn.c\n")
+    assert _imports(mod, tmp_path) == {"bbn.a", "bbn.c"}
+
+
 def test_stage_code_follows_imports_transitively():
     evaluate = code_deps("stages.evaluate")
     assert {"bbn/model", "bbn/evaluate", "bbn/data", "stages/evaluate.py"} <= set(evaluate)
