@@ -172,7 +172,7 @@ def try_lock(path: str | Path):
 
 
 # columns that hold names and paths: read as text, exactly as written ("NA", "None", "001", "nan", "True")
-TEXT_COLUMNS = ("name", "path", "file_name", "reason", "split", "group", "level", "value")
+TEXT_COLUMNS = ("name", "path", "file_name", "reason", "split", "group", "level", "value", "sha256")
 NUMERIC_NA = ["", "nan", "NaN"]  # what pandas writes for a missing number
 
 

@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 import pandas as pd
 import yaml
 
-from bbn.files import sqlite_uri
+from bbn.files import read_csv, sqlite_uri
 from bbn.methods import method
 from bbn.tracking import Tracker
 from bbn.tracking.datasets import file_digest, log_inputs, split_input
@@ -227,5 +227,5 @@ def training_start(params: Params, device: object, world_size: int) -> RunStart:
         "budget.image_size": str(t.image_size), "budget.max_steps": str(t.max_steps),
         "budget.pretrained": str(bool(params.model.pretrained))},
         {"params_resolved.yaml": yaml.safe_dump(params.model_dump(), sort_keys=False)},
-        split_inputs(params, {name: (pd.read_csv(SPLIT / f"{name}.csv"), SPLIT / f"{name}.csv")
+        split_inputs(params, {name: (read_csv(SPLIT / f"{name}.csv"), SPLIT / f"{name}.csv")
                               for name in ("train", "val")}), params.tracking.system_metrics_interval)

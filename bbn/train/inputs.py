@@ -57,19 +57,19 @@ def training_batches(spec: InputSpec, train_set: ImageList, dist: Dist, device: 
     side = spec.image_size if square else test_resize(spec.image_size, spec.augment)
     augment = DeviceAugment(spec.augment, spec.image_size, spec.crop_padding, spec.hflip, mean=list(spec.mean),
                             std=list(spec.std))
-    batching = (spec.batch_size, spec.seed, dist.rank, dist.world_size, spec.accumulate)
+    where = dict(seed=spec.seed, rank=dist.rank, world_size=dist.world_size, accumulate=spec.accumulate,
+                 drop_last=spec.drop_last)
     if choose_in_memory(spec.in_memory, bank_bytes(train_set.paths, side, square), spec.in_memory_max_gb):
         bank = ImageBank.from_files(train_set.paths, train_set.targets, side, square, device, spec.gpu_decode)
         if dist.main:
             print(f"train: {len(bank)} training images in memory on {device} ({bank.nbytes / 2**20:.1f} MiB)")
-        batches = train_batches(bank, augment, *batching, drop_last=spec.drop_last)
+        batches = train_batches(bank, augment, spec.batch_size, **where)
     elif spec.gpu_decode:
-        batches = decoded_batches(train_set.paths, train_set.targets, augment, side, square, device, True,
-                                  spec.batch_size, spec.num_workers, *batching[1:], share=spec.readers,
-                                  drop_last=spec.drop_last)
+        batches = decoded_batches(train_set.paths, train_set.targets, augment, side, square, device, gpu=True,
+                                  batch_size=spec.batch_size, num_workers=spec.num_workers, share=spec.readers, **where)
     else:
-        batches = train_loaders(train_set, *batching[:1], spec.num_workers, *batching[1:],
-                                persistent=not spec.deterministic, drop_last=spec.drop_last, share=spec.readers)
+        batches = train_loaders(train_set, spec.batch_size, spec.num_workers, persistent=not spec.deterministic,
+                                share=spec.readers, **where)
     if not len(batches["uniform"]):
         raise ArgError("accumulate", f"{len(train_set)} training images are too few for {dist.world_size} "
                        f"process(es) x {spec.accumulate} micro-batches of {spec.batch_size} images"

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from bbn.files import atomic_path, try_lock, write_json
+from bbn.files import atomic_path, read_csv, try_lock, write_json
 from bbn.model.network import BilateralNet
 
 
@@ -43,11 +43,9 @@ def content_digest(paths: Sequence[str], prepared: Sequence[str], digests: str |
     """sha256 of the images a training sees: for each of ``paths`` (as the split lists them) the
     sha256 of its prepared copy ``prepared[i]``, read from ``digests`` (the prepare stage's
     ``sha256.csv``: path, sha256) or, for a path it does not list, computed from the file."""
-    import pandas as pd
-
     known = {}
     if Path(digests).is_file():
-        table = pd.read_csv(digests, dtype=str, keep_default_na=False)
+        table = read_csv(digests)
         known = dict(zip(table["path"], table["sha256"]))
     h = hashlib.sha256()
     for path, copy in zip(paths, prepared):
