@@ -209,3 +209,10 @@ def test_bn_shift_changes_running_statistics_and_no_weight():
     assert any(k.startswith("trunk.") for k in moved) and any(k.startswith("cb_block.") for k in moved)
     assert all(torch.equal(before[k], after[k]) for k in stats if k.startswith("rb_block."))  # not run
     assert not torch.equal(before["cb_fc.weight"], model.state_dict()["cb_fc.weight"])  # classifier trained
+
+
+def test_params_defaults_are_the_spec_defaults():
+    from stages.params import Params
+    from stages.specs import to_spec
+
+    assert to_spec(ClassifierSpec, Params().classifier) == ClassifierSpec()

@@ -1,0 +1,121 @@
+"""Stage classifier: the decoupled classifier on the trained network (params: classifier).
+
+Reads the train stage's ``models/model.pt`` and writes ``models/final.pt``, the model evaluate
+reads, with ``models/final_run.json`` naming the MLflow run that logged it. ``classifier.method``
+none (the default) copies both files byte for byte, so evaluate's inputs and the default metrics
+do not change; DVC outputs must exist, and a copy keeps evaluate's one input whatever the method.
+Otherwise ``bbn.classifier.rebalance`` re-trains or re-scales the classifier of
+``classifier.branch`` on the prepared training images (the training augmentation, class-balanced
+batches) or chooses tau on the val split, in an MLflow run of its own (params: all of params.yaml,
+tag ``bbn.training_run_id``: the training run), which logs the new model; evaluate then logs into it.
+"""
+
+import shutil
+
+import pandas as pd
+
+from bbn.classifier import ClassifierSpec, rebalance, test_alpha_record
+from bbn.classifier.retrain import balanced_loader
+from bbn.data.loading import ImageList, eval_loader
+from bbn.data.prepare import prepared_path
+from bbn.data.transforms import checkpoint_transform, preprocessing, test_resize, train_transform
+from bbn.files import atomic_path, read_csv, write_json
+from bbn.methods import method
+from bbn.model.checkpoint import load_checkpoint, save_checkpoint
+from bbn.model.inference import resolve_device
+from stages.params import flatten, load_params
+from stages.paths import FINAL_MODEL, FINAL_RUN, METRICS, MODEL, RUN, SPLIT
+from stages.runner import run
+from stages.runs import TRAINING_RUN, describe, run_link, run_name, run_tags, tracker, training_run_id
+from stages.specs import to_spec
+
+KEYS = {"method": "classifier.method", "branch": "classifier.branch", "smooth_shape": "classifier.smooth_shape",
+        "tau_grid": "classifier.tau_grid", "device": "train.device", "num_workers": "train.num_workers"}
+
+
+def copy(src, dst) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def images(frame: pd.DataFrame, index: dict, transform, decode: int) -> ImageList:
+    """The prepared copies of ``frame``'s images, labelled by class index."""
+    return ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), transform, decode)
+
+
+def data(params, ckpt: dict, spec, device):
+    """(class-balanced training batches or None, val batches or None, training images per class)."""
+    t = params.train
+    classes = read_csv(SPLIT / "classes.csv").sort_values("index")
+    index = dict(zip(classes["category_id"], classes["index"]))
+    pre = ckpt.get("preprocess") or preprocessing(t.augment, t.normalize, params.data.name)
+    size, decode = ckpt["image_size"], test_resize(ckpt["image_size"], pre["augment"])
+    batches = val = None
+    if spec.trains:  # the training augmentation (both codes re-train on their training transforms)
+        augment = train_transform(size, pre["augment"], t.hflip, pre["mean"], pre["std"], t.crop_padding)
+        train_set = images(read_csv(SPLIT / "train.csv"), index, augment, decode)
+        batches = balanced_loader(train_set, spec.batch_size, spec.seed, t.num_workers)
+    elif spec.method == "tau_norm":
+        val_set = images(read_csv(SPLIT / "val.csv"), index, checkpoint_transform(ckpt), decode)
+        val = eval_loader(val_set, params.eval.batch_size, t.num_workers, device) if len(val_set) else None
+    return batches, val, classes["train_count"].tolist()
+
+
+def main() -> None:
+    params = load_params()
+    spec = to_spec(ClassifierSpec, params.classifier)
+    if spec.method == "none":
+        copy(MODEL, FINAL_MODEL)
+        copy(RUN, FINAL_RUN)
+        write_json(METRICS / "classifier.json", {})
+        print(f"classifier: method none: {FINAL_MODEL} is the trained model")
+        return
+    device = resolve_device(params.train.device)
+    model, ckpt = load_checkpoint(MODEL, device)
+    bilateral = method(ckpt["method"]).bilateral
+    batches, val, counts = data(params, ckpt, spec, device)
+    base = training_run_id(RUN)
+    mlrun = tracker(params.tracking)
+    mlrun.start(flatten(params), run_tags() | ({TRAINING_RUN: base} if base else {}) | {"bbn.stage": "classifier"},
+                f"{run_name(params)}-{spec.method}",
+                describe(params, f"Classifier stage ({spec.method}, {spec.branch}) on the model of run {base}."))
+
+    def on_epoch(row: dict) -> None:
+        mlrun.log_metrics({f"classifier_{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        print(f"classifier epoch {row['epoch']}/{spec.epochs}  lr {row['lr']:.4g}  loss {row['train_loss']:.4f}  "
+              f"acc {row['train_acc']:.4f}", flush=True)
+
+    try:
+        model, summary = rebalance(model, spec, bilateral, batches, val, counts, device, on_epoch)
+        save_checkpoint(FINAL_MODEL, model, ckpt["image_size"], ckpt["category_ids"], ckpt["names"], ckpt["epochs"],
+                        ckpt["method"], test_alpha_record(spec.branch) if bilateral else ckpt.get("alpha"),
+                        ckpt.get("preprocess"), ckpt.get("prepare"), ckpt.get("inputs"))
+        numbers = {f"classifier_{k}": v for k, v in summary.items() if v is not None}
+        write_json(METRICS / "classifier.json", numbers)
+        mlrun.log_metrics(numbers)
+        model_uri = log(params, mlrun, spec)
+    except BaseException:
+        mlrun.finish("FAILED")
+        raise
+    link = run_link(mlrun)
+    mlrun.finish()
+    write_json(FINAL_RUN, {"run_id": mlrun.run_id, "tracking_uri": mlrun.uri, "model_uri": model_uri})
+    print(f"classifier: {spec.method} on the {spec.branch} branch: "
+          f"{', '.join(f'{k} {v:.4g}' for k, v in numbers.items())}; MLflow run {mlrun.run_id}"
+          f"{f', in mlflow ui: {link}' if link else ''}")
+
+
+def log(params, mlrun, spec) -> str | None:
+    """The new model as the run's pyfunc model (``tracking.log_model``); its URI or None."""
+    if not params.tracking.log_model:
+        return None
+    from bbn.tracking.model import log_model  # imports mlflow.pyfunc: only when logging a model
+
+    example = read_csv(SPLIT / "val.csv")["path"].map(prepared_path).tolist()[:2] or \
+        read_csv(SPLIT / "train.csv")["path"].map(prepared_path).tolist()[:2]
+    return log_model(mlrun, FINAL_MODEL, example, params.tracking.register, f"{run_name(params)}-{spec.method}",
+                     spec.epochs)
+
+
+if __name__ == "__main__":
+    run(main, KEYS)
