@@ -216,3 +216,31 @@ def test_params_defaults_are_the_spec_defaults():
     from stages.specs import to_spec
 
     assert to_spec(ClassifierSpec, Params().classifier) == ClassifierSpec()
+
+
+# dvlab-research/MiSLAS config/cifar{10,100}/*_imb001_stage{1_mixup,2_mislas}.yaml, train_stage1.py, written out
+MISLAS = {"cifar10_lt_mislas": {"classifier.lr_factor": 0.5, "classifier.smooth_head": 0.3,
+                                "classifier.smooth_tail": 0.0, "classifier.shift_bn": False},
+          "cifar100_lt_mislas": {"classifier.lr_factor": 0.2, "classifier.smooth_head": 0.4,
+                                 "classifier.smooth_tail": 0.1, "classifier.shift_bn": True}}
+STAGES = {"train.method": "mixup", "train.baseline.mixup_alpha": 1.0, "train.epochs": 200, "train.batch_size": 128,
+          "train.lr": 0.1, "train.lr_steps": [160, 180], "train.lr_factor": 0.1, "train.weight_decay": 2e-4,
+          "train.momentum": 0.9, "train.nesterov": False, "data.imbalance_ratio": 100, "model.shortcut": "pad",
+          "model.init": "official", "classifier.method": "mislas", "classifier.epochs": 10,
+          "classifier.batch_size": 128, "classifier.lr": 0.1, "classifier.weight_decay": 2e-4,
+          "classifier.momentum": 0.9, "classifier.smooth_shape": "concave"}
+
+
+@pytest.mark.parametrize("name", sorted(MISLAS))
+def test_mislas_recipes_are_the_released_cifar_settings(name):
+    import yaml
+
+    from stages.params import flatten, validate
+    from stages.recipe import resolve
+    from tests.helpers import ROOT
+
+    flat = flatten(validate(resolve(name, [], yaml.safe_load((ROOT / "params.yaml").read_text()))))
+    for key, value in (STAGES | MISLAS[name]).items():
+        assert flat[key] == value, (name, key)
+    crt = flatten(validate(resolve("cifar10_lt_ce_crt", [], yaml.safe_load((ROOT / "params.yaml").read_text()))))
+    assert (crt["train.method"], crt["classifier.method"], crt["classifier.shift_bn"]) == ("ce", "crt", False)
