@@ -43,6 +43,14 @@ def images(frame: pd.DataFrame, index: dict, transform, decode: int) -> ImageLis
     return ImageList(frame["path"].map(prepared_path), frame["category_id"].map(index).tolist(), transform, decode)
 
 
+def passthrough() -> None:
+    """Method none: the trained model and its run, byte for byte; no classifier numbers."""
+    copy(MODEL, FINAL_MODEL)
+    copy(RUN, FINAL_RUN)
+    write_json(METRICS / "classifier.json", {})
+    print(f"classifier: method none: {FINAL_MODEL} is the trained model")
+
+
 def data(params, ckpt: dict, spec, device):
     """(class-balanced training batches or None, val batches or None, training images per class)."""
     t = params.train
@@ -65,11 +73,7 @@ def main() -> None:
     params = load_params()
     spec = to_spec(ClassifierSpec, params.classifier)
     if spec.method == "none":
-        copy(MODEL, FINAL_MODEL)
-        copy(RUN, FINAL_RUN)
-        write_json(METRICS / "classifier.json", {})
-        print(f"classifier: method none: {FINAL_MODEL} is the trained model")
-        return
+        return passthrough()
     device = resolve_device(params.train.device)
     model, ckpt = load_checkpoint(MODEL, device)
     bilateral = method(ckpt["method"]).bilateral
