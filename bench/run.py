@@ -139,7 +139,7 @@ def pipeline_rows(base: dict, plan: dict) -> Iterator[Row]:
              f"`dvc repro --dry` would run: {', '.join(res['dry_run']) or 'none'}")
     if "rerun" in res:
         found += f"; `dvc repro` ran: {', '.join(res['rerun']) or 'none'}"
-    yield Row("pipeline", f"stages changed after train.tmax → {res['tmax']} (expected: train, evaluate, submit)",
+    yield Row("pipeline", f"stages changed after train.tmax → {res['tmax']} (expected: train, classifier, evaluate, submit)",
               found)
 
 

@@ -24,7 +24,7 @@ from bbn.files import read_csv, write_json
 from bbn.model.checkpoint import load_checkpoint
 from bbn.model.inference import resolve_device, test_alpha
 from stages.params import load_params
-from stages.paths import METRICS, MODEL, PLOTS, PREDICTIONS, RAW, SPLIT, STATS
+from stages.paths import FINAL_MODEL, METRICS, PLOTS, PREDICTIONS, RAW, SPLIT, STATS
 from stages.runner import run
 from stages.runs import evaluated_dataset, log_splits, result_run, training_run_id
 
@@ -45,7 +45,7 @@ def main() -> None:
     params = load_params()
     e = params.eval
     device = resolve_device(params.train.device)
-    model, ckpt = load_checkpoint(MODEL, device)
+    model, ckpt = load_checkpoint(FINAL_MODEL, device)  # the classifier stage's
     classes = read_csv(SPLIT / "classes.csv")
     classes["group"] = shot_groups(classes)
     test_json = find_json(RAW, "test")

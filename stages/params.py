@@ -181,6 +181,24 @@ class TrainParams(_Section):
         return steps
 
 
+class ClassifierParams(_Section):  # the classifier stage: bbn.classifier.ClassifierSpec
+    method: Literal[vocab.CLASSIFIER_METHODS] = "none"
+    branch: Literal[vocab.FEATURE_BRANCHES] = "conventional"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(0.1, gt=0.0)
+    lr_factor: float = Field(0.5, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(2e-4, ge=0.0)
+    smooth_head: float = Field(0.3, ge=0.0, le=1.0)
+    smooth_tail: float = Field(0.0, ge=0.0, le=1.0)
+    smooth_shape: Literal[vocab.SMOOTH_SHAPES] = "concave"
+    shift_bn: bool = False
+    # classifier-balancing tau_norm.py: np.linspace(0, 2, 21) (the spec's TAU_GRID; a test pins them equal)
+    tau_grid: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(21)], min_length=1)
+    seed: Seed = 0
+
+
 class EvalParams(_Section):
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     batch_size: int = Field(0, ge=0)  # 0: chosen by device (bbn.data.loading.eval_batch_size)
@@ -211,6 +229,7 @@ class Params(_Section):
     prepare: PrepareParams = PrepareParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    classifier: ClassifierParams = ClassifierParams()
     eval: EvalParams = EvalParams()
     submit: SubmitParams = SubmitParams()
     tracking: TrackingParams = TrackingParams()

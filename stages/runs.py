@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import pandas as pd
 import yaml
@@ -27,7 +28,7 @@ from bbn.tracking.experiment import ui_link
 from bbn.tracking.resumption import RunStart
 from bbn.tracking.resumption import differing as params_differing
 from stages.params import Params, flatten, validate
-from stages.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, ROOT, RUN, SPLIT, resolve_uri
+from stages.paths import FINAL_RUN, MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_LOCK, ROOT, SPLIT, resolve_uri
 
 # Stage logs are read by people: MLflow's INFO lines ("Validating input example ...") and its artifact
 # progress bars (glued into one long line in a log) off, its warnings kept. A user's own setting wins.
@@ -63,10 +64,12 @@ def run_link(run: Tracker) -> str:
         return ""
 
 
-def training_run_id() -> str | None:
-    """The MLflow run of the model in ``models/`` (written by the train stage)."""
+def training_run_id(path: Path = FINAL_RUN) -> str | None:
+    """The MLflow run of the model evaluate reads (``models/final_run.json``, written by the
+    classifier stage: the training run, or with ``classifier.method`` its own run that logged the
+    re-trained model); ``path`` ``RUN``: the training run (written by the train stage)."""
     try:
-        return json.loads(RUN.read_text())["run_id"] or None
+        return json.loads(Path(path).read_text())["run_id"] or None
     except (OSError, ValueError, KeyError):
         return None
 

@@ -37,7 +37,7 @@ def _set_method(repo, method: str) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_and_evaluates(prepared, method):
     _set_method(prepared, method)
-    for name in ("train", "evaluate", "submit"):
+    for name in ("train", "classifier", "evaluate", "submit"):
         proc = stage(prepared, name)
         assert proc.returncode == 0, proc.stderr
     numbers = {**json.loads((prepared / "metrics/eval.json").read_text()),

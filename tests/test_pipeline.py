@@ -36,7 +36,8 @@ def repro(tiny_repo):
 
 def test_repro_runs_every_stage(tiny_repo, repro):
     stages = ran(repro.stdout)
-    assert sorted(stages) == sorted(["download", "check", "split", "stats", "prepare", "train", "evaluate", "submit"])
+    assert sorted(stages) == sorted(["download", "check", "split", "stats", "prepare", "train", "classifier", "evaluate",
+                                   "submit"])
     assert stages.index("split") < stages.index("stats") < stages.index("evaluate")  # groups from post-split counts
     for path in ["data/raw", "data/split/train.csv", "models/model.pt", "predictions/test.npz",
                  "submission.csv", "metrics/stats.json", "metrics/train.json", "metrics/eval.json",
@@ -143,7 +144,7 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     sh(tiny_repo, "git", "add", "-A")
     sh(tiny_repo, "git", "commit", "-q", "-m", "baseline")
     out = sh(tiny_repo, "dvc", "exp", "run", "-S", "train.tmax=5")
-    assert ran(out.stdout) == ["download", "train", "evaluate", "submit"]  # download: the second-long check
+    assert ran(out.stdout) == ["download", "train", "classifier", "evaluate", "submit"]  # download: the second-long check
     assert "unchanged, reused" in out.stdout
     tmaxes = sorted(r.data.params["train.tmax"] for r in runs(tiny_repo))
     assert tmaxes == ["2", "5"]

@@ -16,7 +16,7 @@ from stages.recipe import load, names, resolve
 from tests.helpers import ROOT, make_repo, sh
 
 CURRENT = yaml.safe_load((ROOT / "params.yaml").read_text())
-SECTIONS = ("stats", "split", "prepare", "model", "train", "eval")  # what a recipe must set completely
+SECTIONS = ("stats", "split", "prepare", "model", "train", "classifier", "eval")  # what a recipe must set completely
 
 
 def params_of(name: str, *sets: str) -> dict:
