@@ -15,6 +15,7 @@ NORMALIZATIONS = ("imagenet", "cifar")  # mean/std: bbn.data.transforms.NORMALIZ
 SHOT_GROUPS = ("fixed", "terciles")  # bbn.data.stats
 AMP = ("off", "bf16", "fp16")  # bbn.train.speed.Speed
 LR_SCALINGS = ("linear", "fixed")  # bbn.train.distributed.effective_lr
+IN_MEMORY = ("auto", "on", "off")  # the in-memory input path: bbn.data.inmemory.choose_in_memory
 CLASSIFIER_METHODS = ("none", "crt", "lws", "tau_norm", "mislas")  # the classifier stage: bbn.classifier
 FEATURE_BRANCHES = ("conventional", "reversed", "both")  # which features it re-balances: bbn.classifier.heads
 SMOOTH_SHAPES = ("concave", "linear", "convex")  # label-aware smoothing's eps(N_y): bbn.classifier.smoothing

@@ -157,7 +157,7 @@ class TrainParams(_Section):
     accumulate: int = Field(1, ge=1)
     lr_scaling: Literal[vocab.LR_SCALINGS] = "linear"
     sync_bn: bool = False
-    in_memory: Literal["auto", "on", "off"] = "auto"
+    in_memory: Literal[vocab.IN_MEMORY] = "auto"
     in_memory_max_gb: float = Field(2.0, ge=0.0)
     gpu_decode: bool = False
 

@@ -31,6 +31,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from bbn import vocab
 from bbn.data.batch_augment import DeviceAugment
 from bbn.data.decode import decode
 from bbn.data.loading import resolve_workers
@@ -256,6 +257,6 @@ def decoded_batches(paths: Sequence[str], targets: Sequence[int], augment: Devic
 def choose_in_memory(mode: str, nbytes: int, max_gb: float) -> bool:
     """Whether to train from an ``ImageBank``: ``mode`` 'on' / 'off', or 'auto': when its ``nbytes``
     are at most ``max_gb`` GiB. Raises ``ArgError('in_memory')`` for another mode."""
-    if mode not in ("auto", "on", "off"):
+    if mode not in vocab.IN_MEMORY:
         raise ArgError("in_memory", f"{mode!r}: choose auto, on or off")
     return mode == "on" or (mode == "auto" and nbytes <= max_gb * 2**30)
