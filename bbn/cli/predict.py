@@ -1,4 +1,4 @@
-"""Classify images with a trained checkpoint: ``bbn-predict --checkpoint models/model.pt photos/``.
+"""Classify images with a trained checkpoint: ``bbn-predict --checkpoint models/final.pt photos/``.
 
 Inputs are image files, folders (searched recursively for image files) or ``.txt`` files that
 list one image path per line. The CSV holds, per image, the top-1 category id, name and
@@ -124,7 +124,9 @@ def _classify(checkpoint: str | Path, paths: list[str], top_k: int, batch_size: 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="bbn-predict", description=__doc__.split("\n")[0])
     ap.add_argument("inputs", nargs="+", help="image files, folders, or .txt files listing image paths")
-    ap.add_argument("--checkpoint", default="models/model.pt", help="a models/model.pt of this project")
+    ap.add_argument("--checkpoint", default="models/final.pt",
+                    help="a checkpoint of this project (default: models/final.pt, the model evaluate scores; "
+                         "models/model.pt is the trained one before the classifier stage)")
     ap.add_argument("--out", default="predict.csv", help="CSV to write (default: predict.csv)")
     ap.add_argument("--top-k", type=int, default=5, help="categories per image in the CSV (default 5)")
     ap.add_argument("--batch-size", type=int, default=0, help="default 0: 64 on CPU, 256 on GPU")
