@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from bbn import vocab
-from bbn.data.transforms import preprocessing, test_resize
+from bbn.data.preprocessing import preprocessing, test_resize
 from bbn.errors import BBNError
 from bbn.methods import METHODS as REGISTRY
 

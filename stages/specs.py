@@ -8,11 +8,12 @@ from dataclasses import fields, is_dataclass
 
 from pydantic import BaseModel
 
-from bbn.methods import method
-from bbn.model.network import ModelSpec
 from bbn.sources.spec import DataSpec
-from bbn.train.inputs import InputSpec
 from bbn.train.spec import LaunchSpec, TrainSpec
+
+if typing.TYPE_CHECKING:
+    from bbn.model.network import ModelSpec
+    from bbn.train.inputs import InputSpec
 
 T = typing.TypeVar("T")
 
@@ -48,6 +49,8 @@ def launch_spec(train: BaseModel) -> LaunchSpec:
 def input_spec(train: BaseModel, preprocessing: dict, readers: int) -> InputSpec:
     """The ``train`` section's input fields, with the resolved ``preprocessing`` (augment, mean, std)
     and the number of samplers that read at once (``readers``)."""
+    from bbn.train.inputs import InputSpec  # with torch: only the stages that train import it
+
     return InputSpec(**{f: getattr(train, f) for f in InputSpec.__dataclass_fields__
                         if f not in ("augment", "mean", "std", "readers")},
                      augment=preprocessing["augment"], mean=tuple(preprocessing["mean"]),
@@ -57,6 +60,9 @@ def input_spec(train: BaseModel, preprocessing: dict, readers: int) -> InputSpec
 def model_spec(params: BaseModel, num_classes: int) -> ModelSpec:
     """The network of the ``model`` section for ``num_classes`` classes, with the head the training
     method needs (``bbn.methods``)."""
+    from bbn.methods import method
+    from bbn.model.network import ModelSpec  # with torch: only the stages that train import it
+
     m = params.model
     return ModelSpec(backbone=m.backbone, num_classes=num_classes, antialias=m.antialias, blur_filter=m.blur_filter,
                      head=method(params.train.method).head, shortcut=m.shortcut, classifier=m.classifier, init=m.init)

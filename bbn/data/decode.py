@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import io
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
-from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:
+    import torch
 
 # files a dataset walk collects (bbn.sources.walk): what Pillow reads (.jfif and .jpe are JPEG), and photo
 # formats it may not (the readability check lists those as "unsupported format" instead of dropping them)
@@ -136,6 +137,10 @@ def decode(data: bytes, min_side: int = 0) -> torch.Tensor:
     ``torchvision.io.decode_jpeg``, which gives the same pixels faster; anything else through PIL.
     Raises OSError, SyntaxError or ValueError for data that is not a usable image.
     """
+    import torch  # here, not at the top: the data stages that only walk and check files skip torch's import
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms import v2
+
     with Image.open(io.BytesIO(data)) as img:  # parses the header only
         fast = img.format == "JPEG" and not draft_size(img.size, min_side) and orientation(img) == 1
     if fast:
