@@ -107,7 +107,7 @@ def test_table_keys_rows_and_takes_classifier_runs_for_classifier_recipes():
     assert "- the init: BBN (official init) − BBN (fan-out init) top-1 +10.00 points, largest std 1.00: beyond" in text
     assert "- cRT vs CE: CE + cRT − CE top-1 +5.00 points" in text
     head = equal_budget.header(used, summary, 12, "a CPU", "cpu")
-    assert "12 training epochs" in head and "hold-out of 0.05" in head and "3/4/3 classes" in head
+    assert "12 training epoch(s)" in head and "= 1 epoch(s)" in head and "hold-out of 0.05" in head and "3/4/3 classes" in head
 
 
 def test_init_verdict_says_when_within_the_spread():
