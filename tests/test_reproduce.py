@@ -1,58 +1,148 @@
-"""bench/reproduce.py: the queued plan scales the recipes' schedules, the table reads the store."""
+"""bench/reproduce.py: the queued plan holds every row of the equal-budget table with its seeds, init
+and scaled schedules; the table keys runs by row and takes the evaluation from the right run."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from bbn.errors import BBNError
-from bench import reproduce
+from bench import equal_budget, reproduce
 from stages.recipe import resolve
 
+MANY = {"BBN (official init)", "BBN (fan-out init)", "CE", "CE + cRT", "MiSLAS"}
+ONE = {"LDAM-DRW", "Mixup", "Manifold Mixup", "Manifold Mixup (two samplers)"}
 
-def test_plan_scales_the_schedule_shape_and_validates():
-    runs = reproduce.plan("/data/cifar10-jpg.tar.gz", 50, [0, 1, 2], [0], "exp")
-    assert [(r, s) for r, _, s in runs] == [("cifar10_lt_bbn", 0), ("cifar10_lt_ce", 0), ("cifar10_lt_bbn", 1),
-                                            ("cifar10_lt_ce", 1), ("cifar10_lt_bbn", 2), ("cifar10_lt_ce", 2),
-                                            ("cifar10_lt_ldam_drw", 0)]
-    params = {r: resolve(r, sets, {}) for r, sets, _ in runs}
-    bbn, ldam = params["cifar10_lt_bbn"]["train"], params["cifar10_lt_ldam_drw"]["train"]
+
+def test_plan_has_every_row_with_its_seeds_inits_and_classifier_epochs():
+    runs = reproduce.plan("/data/cifar10-jpg.tar.gz", 12, [0, 1, 2], [0], "exp")
+    got = [(row.name, seed) for row, _, seed in runs]
+    assert sorted(got) == sorted([(n, s) for n in MANY for s in (0, 1, 2)] + [(n, 0) for n in ONE])
+    assert {n for n, s in got[:9]} == MANY | ONE  # seed 0 of every row first: a stopped queue stays even
+    params = {(row.name, seed): resolve(row.recipe, sets, {}) for row, sets, seed in runs}
+    assert {params[n, 0]["model"]["init"] for n in MANY | ONE if n != "BBN (fan-out init)"} == {"official"}
+    assert params["BBN (fan-out init)", 2]["model"]["init"] == "fan_out"
+    assert params["BBN (fan-out init)", 2]["recipe"] == "cifar10_lt_bbn"
+    for name, method in (("CE + cRT", "crt"), ("MiSLAS", "mislas")):
+        c = params[name, 1]["classifier"]
+        assert (c["method"], c["epochs"], c["seed"], params[name, 1]["train"]["seed"]) == (method, 1, 1, 1)
+    assert params["CE", 0]["classifier"]["method"] == "none"
+    mislas = params["MiSLAS", 0]["train"]
+    assert (mislas["epochs"], mislas["lr_steps"], mislas["method"]) == (12, [10, 11], "mixup")
+    assert {p["data"]["imbalance_ratio"] for p in params.values()} == {100}
+    assert {p["tracking"]["experiment"] for p in params.values()} == {"exp"}
+    full = dict(s.split("=", 1) for s in reproduce.scaled("cifar10_lt_mislas", 200))
+    assert (full["train.lr_steps"], full["classifier.epochs"]) == ("[160,180]", "10")  # the published recipe
+    assert "classifier.epochs" not in dict(s.split("=", 1) for s in reproduce.scaled("cifar10_lt_ce", 12))
+    assert [reproduce.classifier_epochs(10, e) for e in (1, 12, 30, 100, 200)] == [1, 1, 2, 5, 10]
+
+
+def test_plan_scales_the_schedule_shape():
+    runs = reproduce.plan("/data/cifar10-jpg.tar.gz", 50, [0], [0], "exp")
+    params = {row.name: resolve(row.recipe, sets, {}) for row, sets, _ in runs}
+    bbn, ldam = params["BBN (official init)"]["train"], params["LDAM-DRW"]["train"]
     assert (bbn["epochs"], bbn["lr_steps"], bbn["tmax"], bbn["warmup_epochs"]) == (50, [30, 40], 50, 1)
     assert (ldam["lr_steps"], ldam["baseline"]["defer_epoch"]) == ([40, 45], 40)
-    assert params["cifar10_lt_ce"]["data"]["imbalance_ratio"] == 100
     full = dict(s.split("=", 1) for s in reproduce.scaled("cifar10_lt_bbn", 200))
-    assert full["train.lr_steps"] == "[120,160]" and full["train.tmax"] == "200"  # the published recipe
-    tiny = resolve("cifar10_lt_ldam_drw", reproduce.plan("", 1, [0], [0], "e", smoke=True)[-1][1], {})
-    assert tiny["train"]["lr_steps"] == [1, 2] and tiny["data"]["name"] == "digits"
+    assert full["train.lr_steps"] == "[120,160]" and full["train.tmax"] == "200"
+    tiny = reproduce.plan("", 1, [0], [], "e", smoke=True)
+    assert [row.name for row, _, _ in tiny] == ["BBN (official init)", "CE + cRT"]
+    smoke = resolve("cifar10_lt_ce_crt", tiny[-1][1], {})
+    assert smoke["data"]["name"] == "digits" and smoke["classifier"]["epochs"] == 1
 
 
-def _log(client, exp, recipe, seed, top1, few):
-    run = client.create_run(exp)
-    for k, v in {"recipe": recipe, "train.seed": seed, "train.epochs": 30, "train.image_size": 32}.items():
-        client.log_param(run.info.run_id, k, v)
-    for k, v in {"test_top1_acc": top1, "test_many_acc": 0.9, "test_medium_acc": 0.5, "test_few_acc": few}.items():
-        client.log_metric(run.info.run_id, k, v)
-    client.set_terminated(run.info.run_id)
+def _run(recipe, seed, top1, *, init="official", method="none", stage=None, epochs=12, status="FINISHED", t=0):
+    run = {"run_id": f"{recipe}-{init}-{seed}-{stage}-{t}", "status": status, "start_time": t,
+           "params.recipe": recipe, "params.model.init": init, "params.classifier.method": method,
+           "params.classifier.epochs": "1", "params.train.seed": str(seed), "params.train.epochs": str(epochs),
+           "params.train.image_size": "32", "params.train.batch_size": "128", "params.data.imbalance_ratio": "100",
+           "params.data.seed": "0", "params.split.val_fraction": "0.05", "tags.bbn.stage": stage,
+           "tags.val_split": "holdout-longtailed"}
+    if top1 is not None:
+        run |= {"metrics.test_top1_acc": top1, "metrics.test_many_acc": 0.9, "metrics.test_medium_acc": 0.5,
+                "metrics.test_few_acc": 0.2, "metrics.many_classes": 3.0, "metrics.medium_classes": 4.0,
+                "metrics.few_classes": 3.0}
+    return run
 
 
-def test_table_beside_the_paper_with_the_verdict(tmp_path):
+def _fake_runs() -> pd.DataFrame:
+    runs = []
+    for seed, (off, fan, ce, crt, mislas) in enumerate([(.70, .60, .50, .55, .80), (.72, .61, .52, .56, .81),
+                                                        (.71, .62, .51, .57, .82)]):
+        runs += [_run("cifar10_lt_bbn", seed, off, t=1), _run("cifar10_lt_bbn", seed, fan, init="fan_out", t=1),
+                 _run("cifar10_lt_ce", seed, ce, t=1),
+                 # a classifier recipe: its training run (even with test numbers) is not the row's run
+                 _run("cifar10_lt_ce_crt", seed, 0.05, method="crt"),
+                 _run("cifar10_lt_ce_crt", seed, crt, method="crt", stage="classifier", t=2),
+                 _run("cifar10_lt_mislas", seed, None, method="mislas"),
+                 _run("cifar10_lt_mislas", seed, mislas, method="mislas", stage="classifier", t=2)]
+    return pd.DataFrame(runs + [
+        _run("cifar10_lt_ce", 0, 0.99, t=0),  # seed 0 of CE finished twice: the newest (0.50) counts
+        _run("cifar10_lt_bbn", 3, 0.01, epochs=30),  # another budget
+        _run("cifar10_lt_bbn", 4, 0.01, status="FAILED"),
+        _run("cifar10_lt_bbn", 5, 0.01, init=None),  # an old run without model.init: neither BBN row
+        _run("cifar10_lt_ldam_drw", 0, 0.46),
+        _run("cifar10_lt_ldam_drw", 1, 0.01, stage="classifier"),  # a classifier run of a recipe without one
+    ])
+
+
+def test_table_keys_rows_and_takes_classifier_runs_for_classifier_recipes():
+    text, summary, used = equal_budget.table(_fake_runs(), 12)
+    rows = summary.set_index("row")
+    assert dict(rows["n"]) == {"BBN (official init)": 3, "BBN (fan-out init)": 3, "CE": 3, "CE + cRT": 3,
+                               "MiSLAS": 3, "LDAM-DRW": 1}
+    means = rows["test_top1_acc_mean"].round(4).to_dict()
+    assert means == {"BBN (official init)": 0.71, "BBN (fan-out init)": 0.61, "CE": 0.51, "CE + cRT": 0.56,
+                     "MiSLAS": 0.81, "LDAM-DRW": 0.46}
+    assert set(used.loc[used["params.row"] == "CE + cRT", "tags.bbn.stage"]) == {"classifier"}
+    assert list(summary["row"]) == [r.name for r in equal_budget.ROWS if r.name in means]  # the ROWS order
+    assert ("| BBN (official init) | `cifar10_lt_bbn` | official | – | 3 (0, 1, 2) | 71.00 ± 1.00 | 90.00 ± 0.00 "
+            "| 50.00 ± 0.00 | 20.00 ± 0.00 | 79.82 |") in text
+    assert "| BBN (fan-out init) | `cifar10_lt_bbn` | fan_out | – | 3 (0, 1, 2) | 61.00 ± 1.00 |" in text
+    assert "| CE + cRT | `cifar10_lt_ce_crt` | official | 1 | 3 (0, 1, 2) | 56.00 ± 1.00 |" in text
+    assert "| MiSLAS |" in text and "| 82.50 |" in text
+    assert "| LDAM-DRW | `cifar10_lt_ldam_drw` | official | – | 1 (0) | 46.00 |" in text
+    assert "| Mixup | `cifar10_lt_mixup` | official | – | 0 (not run yet) | – |" in text and "| 73.06 |" in text
+    assert "- the init: BBN (official init) − BBN (fan-out init) top-1 +10.00 points, largest std 1.00: beyond" in text
+    assert "- cRT vs CE: CE + cRT − CE top-1 +5.00 points" in text
+    head = equal_budget.header(used, summary, 12, "a CPU", "cpu")
+    assert "12 training epoch(s)" in head and "= 1 epoch(s)" in head and "hold-out of 0.05" in head and "3/4/3 classes" in head
+
+
+def test_init_verdict_says_when_within_the_spread():
+    runs = _fake_runs()
+    fan = (runs["params.model.init"] == "fan_out") & (runs["params.train.seed"] == "0")
+    runs.loc[fan, "metrics.test_top1_acc"] = 0.80  # fan-out now 0.80 / 0.61 / 0.62: std 0.11 > gap
+    text, _, _ = equal_budget.table(runs, 12)
+    assert "- the init: BBN (official init) − BBN (fan-out init) top-1 +3.33 points" in text
+    assert "NOT beyond the seed spread" in text.split("- the init")[1].splitlines()[0]
+    with pytest.raises(BBNError, match="at 7 epoch"):
+        equal_budget.table(runs, 7)
+
+
+def test_table_from_the_store_reads_the_stage_tag(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("r", artifact_location=str(tmp_path / "art"))
-    for seed, (b, c) in enumerate([(0.70, 0.60), (0.72, 0.61), (0.71, 0.62)]):
-        _log(client, exp, "cifar10_lt_bbn", seed, b, 0.5)
-        _log(client, exp, "cifar10_lt_ce", seed, c, 0.2)
-    text, summary = reproduce.table("r", uri)
-    assert "| BBN | 3 | 71.00 ± 1.00 | 90.00 ± 0.00 | 50.00 ± 0.00 | 50.00 ± 0.00 | 79.82 |" in text
-    assert "| CE | 3 | 61.00 ± 1.00 |" in text and "Budget: 30 epoch(s)" in text
-    assert "+10.00 points" in text and "ahead beyond the spread" in text and "few-shot above" in text
-    _log(client, exp, "cifar10_lt_ce", 3, 0.75, 0.6)  # CE now overlaps BBN: the verdict must say so
-    text, _ = reproduce.table("r", uri)
-    assert "NOT ahead beyond the spread" in text
+    for run in _fake_runs().to_dict("records")[:7]:  # seed 0 of the five multi-seed rows
+        mlrun = client.create_run(exp, tags={"bbn.stage": run["tags.bbn.stage"]} if run["tags.bbn.stage"] else {})
+        for k, v in run.items():
+            if k.startswith("params.") and v is not None:
+                client.log_param(mlrun.info.run_id, k.removeprefix("params."), v)
+            elif k.startswith("metrics.") and v == v:
+                client.log_metric(mlrun.info.run_id, k.removeprefix("metrics."), v)
+        client.set_terminated(mlrun.info.run_id)
+    text, summary = reproduce.table("r", uri, 12, "a test host")
+    assert dict(summary.set_index("row")["n"]) == {"BBN (official init)": 1, "BBN (fan-out init)": 1, "CE": 1,
+                                                   "CE + cRT": 1, "MiSLAS": 1}
+    assert "| CE + cRT | `cifar10_lt_ce_crt` | official | 1 | 1 (0) | 55.00 |" in text
+    assert "a test host" in text and "not decidable yet" in text
 
 
 def test_smoke_mode_is_tiny():
     args = reproduce.parse_args(["--smoke"])
-    assert (args.epochs, args.seeds, args.ldam_seeds) == (1, [0], []) and args.experiment.endswith("_smoke")
+    assert (args.epochs, args.seeds, args.single_seeds) == (1, [0], []) and args.experiment.endswith("_smoke")
+    assert reproduce.parse_args([]).epochs == 12
     with pytest.raises(BBNError, match="no MLflow store"):
-        reproduce.table("none", "sqlite:////nonexistent/mlflow.db")
+        reproduce.table("none", "sqlite:////nonexistent/mlflow.db", 12)

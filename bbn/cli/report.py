@@ -123,8 +123,10 @@ def summarise(runs: pd.DataFrame, group_by: list[str], metrics: list[str]) -> pd
                         + ["val_split"])
 
 
-def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFrame:
-    """Every run of the experiment matching the filter, newest first, as a flat frame."""
+def load_runs(uri: str, experiment: str, filter_string: str = "",
+              tags: tuple[str, ...] = ("val_split",)) -> pd.DataFrame:
+    """Every run of the experiment matching the filter, newest first, as a flat frame: ``run_id``,
+    ``status``, ``start_time``, ``params.<name>``, ``metrics.<name>`` and ``tags.<name>`` of ``tags``."""
     from mlflow.exceptions import MlflowException
 
     from bbn.tracking.failures import open_store
@@ -152,7 +154,7 @@ def load_runs(uri: str, experiment: str, filter_string: str = "") -> pd.DataFram
     rows = [{"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time}
             | {f"params.{k}": v for k, v in r.data.params.items()}
             | {f"metrics.{k}": v for k, v in r.data.metrics.items()}
-            | {f"tags.{k}": v for k, v in r.data.tags.items() if k == "val_split"} for r in found]
+            | {f"tags.{k}": v for k, v in r.data.tags.items() if k in tags} for r in found]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run_id", "status", "start_time"])
 
 
