@@ -33,7 +33,7 @@ from bbn.errors import (
 from bbn.files import atomic_path, sqlite_path, sqlite_uri, write_text  # noqa: E402
 
 METRICS = ("test_top1_error", "test_many_acc", "test_medium_acc", "test_few_acc")
-REPLICATE_PARAMS = {"train.seed", "data.seed"}  # varying these repeats an experiment, not a new one
+REPLICATE_PARAMS = {"train.seed", "data.seed", "classifier.seed"}  # a repeat, not a new experiment
 
 
 def fallback(metric: str) -> str | None:
