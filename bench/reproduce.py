@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bbn.cli.report import load_runs  # noqa: E402
-from bbn.errors import run  # noqa: E402
+from bbn.errors import BBNError, run  # noqa: E402
 from bbn.files import atomic_path, write_text  # noqa: E402
-from bench.equal_budget import ROWS, Row, header  # noqa: E402
+from bench.equal_budget import ROWS, Row, evaluated, header  # noqa: E402
 from bench.equal_budget import table as rows_table  # noqa: E402
 from stages.recipe import load  # noqa: E402
 
@@ -90,6 +90,18 @@ def plan(source: str, epochs: int, seeds: list[int], single_seeds: list[int], ex
         out.append((row, scaled(row.recipe, epochs) + row.sets + data + seed_sets
                     + [f"tracking.experiment={experiment}"], seed))
     return out
+
+
+def remaining(runs: list[tuple[Row, list[str], int]], experiment: str, uri: str,
+              epochs: int) -> list[tuple[Row, list[str], int]]:
+    """The planned runs whose row and seed have not finished in the store yet (a later sitting
+    queues only those); all of them when the store or experiment does not exist yet."""
+    try:
+        done = evaluated(load_runs(uri, experiment, tags=("bbn.stage",)), epochs)
+    except BBNError:
+        return runs
+    finished = set(zip(done["params.row"], done["params.train.seed"].astype(int)))
+    return [run for run in runs if (run[0].name, run[2]) not in finished]
 
 
 def _sh(*cmd: str) -> str:
@@ -164,7 +176,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.report_only:
-        queue(plan(args.source, args.epochs, args.seeds, args.single_seeds, args.experiment, args.smoke))
+        planned = plan(args.source, args.epochs, args.seeds, args.single_seeds, args.experiment, args.smoke)
+        todo = remaining(planned, args.experiment, args.uri, args.epochs)
+        print(f"reproduce: {len(planned) - len(todo)} of {len(planned)} runs already finished in the store; "
+              f"queueing {len(todo)}", flush=True)
+        _sh("dvc", "queue", "remove", "--queued")  # an earlier sitting's queued runs: queued again below
+        queue(todo)
         run_queue(args.jobs)
     text, summary = table(args.experiment, args.uri, args.epochs, args.machine)
     out = Path(args.out)

@@ -146,3 +146,16 @@ def test_smoke_mode_is_tiny():
     assert reproduce.parse_args([]).epochs == 12
     with pytest.raises(BBNError, match="no MLflow store"):
         reproduce.table("none", "sqlite:////nonexistent/mlflow.db", 12)
+
+
+def test_a_later_sitting_queues_only_what_has_not_finished(monkeypatch):
+    planned = reproduce.plan("/data/cifar10-jpg.tar.gz", 12, [0, 1, 2], [0], "exp")
+    monkeypatch.setattr(reproduce, "load_runs", lambda uri, experiment, tags: _fake_runs())
+    todo = reproduce.remaining(planned, "exp", "sqlite:///x.db", 12)
+    left = {(row.name, seed) for row, _, seed in todo}
+    done = {(row.name, seed) for row, _, seed in planned} - left
+    # every seed of the five many-seed rows and LDAM-DRW seed 0 finished; Mixup & co. did not
+    assert len(done) == 16 and "LDAM-DRW" in {name for name, _ in done}
+    assert {name for name, _ in left} == {"Mixup", "Manifold Mixup", "Manifold Mixup (two samplers)"}
+    monkeypatch.setattr(reproduce, "load_runs", lambda *a, **k: (_ for _ in ()).throw(BBNError("no store")))
+    assert reproduce.remaining(planned, "exp", "sqlite:///x.db", 12) == planned
