@@ -156,3 +156,15 @@ def test_split_datasets_read_prepared_copies_labelled_by_index(tmp_path):
     train, val = split_datasets(frame, frame.iloc[:1], {7: 0, 11: 1}, 32, pre, True, 4)
     assert train.targets == [1, 0] and val.targets == [1] and len(val) == 1
     assert train.paths == ["data/prepared/a/1.png", "data/prepared/b/2.png"] and train.decode_size == 32  # cifar: no resize
+
+
+def test_bbn_predict_defaults_to_the_final_model_else_the_trained_one(tmp_path, monkeypatch):
+    from bbn.cli.predict import default_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert default_checkpoint() == "models/final.pt"  # neither: the error will name the final model
+    (tmp_path / "models/model.pt").write_bytes(b"")
+    assert default_checkpoint() == "models/model.pt"  # only train has run
+    (tmp_path / "models/final.pt").write_bytes(b"")
+    assert default_checkpoint() == "models/final.pt"

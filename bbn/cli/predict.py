@@ -36,6 +36,13 @@ from bbn.model.inference import resolve_device, test_alpha
 from bbn.model.inputs import unlike
 from bbn.sources.walk import image_files
 
+DEFAULT_CHECKPOINTS = ("models/final.pt", "models/model.pt")  # after the classifier stage; after train
+
+
+def default_checkpoint() -> str:
+    """The newest model of the project in the working directory: ``DEFAULT_CHECKPOINTS``' first that exists."""
+    return next((c for c in DEFAULT_CHECKPOINTS if Path(c).is_file()), DEFAULT_CHECKPOINTS[0])
+
 
 def collect_images(inputs: list[str]) -> list[str]:
     """Image paths from files, folders and list files, in the order given (folders sorted)."""
@@ -124,9 +131,9 @@ def _classify(checkpoint: str | Path, paths: list[str], top_k: int, batch_size: 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="bbn-predict", description=__doc__.split("\n")[0])
     ap.add_argument("inputs", nargs="+", help="image files, folders, or .txt files listing image paths")
-    ap.add_argument("--checkpoint", default="models/final.pt",
-                    help="a checkpoint of this project (default: models/final.pt, the model evaluate scores; "
-                         "models/model.pt is the trained one before the classifier stage)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="a checkpoint of this project (default: models/final.pt, the model evaluate scores, "
+                         "else models/model.pt, the trained one, before the classifier stage has run)")
     ap.add_argument("--out", default="predict.csv", help="CSV to write (default: predict.csv)")
     ap.add_argument("--top-k", type=int, default=5, help="categories per image in the CSV (default 5)")
     ap.add_argument("--batch-size", type=int, default=0, help="default 0: 64 on CPU, 256 on GPU")
@@ -147,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    table = classify(args.checkpoint, collect_images(args.inputs), args.top_k, args.batch_size,
+    table = classify(args.checkpoint or default_checkpoint(), collect_images(args.inputs), args.top_k, args.batch_size,
                      args.alpha, args.tta_flip, args.device)
     with atomic_path(Path(args.out), suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
