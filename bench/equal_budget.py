@@ -83,7 +83,7 @@ def evaluated(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
     """The FINISHED runs at ``epochs`` that hold a row's evaluation (see the module docstring), one
     per row and seed (the newest), with the row's name in column ``params.row``.
 
-    ``runs``: one run per row as ``bbn.cli.report.load_runs`` returns them, with ``tags.bbn.stage``.
+    ``runs``: one run per row as ``bbn.tracking.runs.load_runs`` returns them, with ``tags.bbn.stage``.
     """
     runs = runs[runs["status"] == "FINISHED"]
     names = pd.Series(list(zip(_col(runs, "params.recipe", ""), _col(runs, "params.model.init", ""))),

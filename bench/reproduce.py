@@ -39,9 +39,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bbn.cli.report import load_runs  # noqa: E402
 from bbn.errors import BBNError, run  # noqa: E402
 from bbn.files import atomic_path, write_text  # noqa: E402
+from bbn.tracking.runs import load_runs  # noqa: E402
 from bench.equal_budget import ROWS, Row, evaluated, header  # noqa: E402
 from bench.equal_budget import table as rows_table  # noqa: E402
 from stages.recipe import load  # noqa: E402

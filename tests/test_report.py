@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bbn.cli.report import load_runs, main, select, summarise, varying_params
+from bbn.cli.report import main, select, summarise, varying_params
 from bbn.errors import BBNError
+from bbn.tracking.runs import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["test_top1_error", "test_many_acc", "test_medium_acc", "test_few_acc"]

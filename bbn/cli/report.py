@@ -30,7 +30,8 @@ from bbn.errors import (
     BBNError,  # noqa: E402
     run,  # noqa: E402
 )
-from bbn.files import atomic_path, sqlite_path, sqlite_uri, write_text  # noqa: E402
+from bbn.files import atomic_path, sqlite_uri, write_text  # noqa: E402
+from bbn.tracking.runs import load_runs  # noqa: E402
 
 METRICS = ("test_top1_error", "test_many_acc", "test_medium_acc", "test_few_acc")
 REPLICATE_PARAMS = {"train.seed", "data.seed", "classifier.seed"}  # a repeat, not a new experiment
@@ -121,41 +122,6 @@ def summarise(runs: pd.DataFrame, group_by: list[str], metrics: list[str]) -> pd
     return pd.DataFrame(rows, columns=[*group_by, "n"] + [f"{m}_{s}" for m in metrics
                                                           for s in ("mean", "std", "n", "source", "classes")]
                         + ["val_split"])
-
-
-def load_runs(uri: str, experiment: str, filter_string: str = "",
-              tags: tuple[str, ...] = ("val_split",)) -> pd.DataFrame:
-    """Every run of the experiment matching the filter, newest first, as a flat frame: ``run_id``,
-    ``status``, ``start_time``, ``params.<name>``, ``metrics.<name>`` and ``tags.<name>`` of ``tags``."""
-    from mlflow.exceptions import MlflowException
-
-    from bbn.tracking.failures import open_store
-
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise BBNError(f"no MLflow store at {uri} (no run has been tracked yet?)")
-    client = open_store(uri)
-    try:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            have = ", ".join(e.name for e in client.search_experiments()) or "none"
-            raise BBNError(f"no experiment {experiment!r} in {uri} (experiments: {have})")
-        found, token = [], None
-        while True:
-            page = client.search_runs([exp.experiment_id], filter_string, max_results=1000,
-                                      order_by=["attributes.start_time DESC"], page_token=token)
-            found += page
-            token = page.token
-            if not token:
-                break
-    except MlflowException as exc:
-        raise BBNError(f"cannot search {uri} with filter {filter_string!r}: "
-                       f"{str(exc).splitlines()[0]}") from None
-    rows = [{"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time}
-            | {f"params.{k}": v for k, v in r.data.params.items()}
-            | {f"metrics.{k}": v for k, v in r.data.metrics.items()}
-            | {f"tags.{k}": v for k, v in r.data.tags.items() if k in tags} for r in found]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run_id", "status", "start_time"])
 
 
 def select(runs: pd.DataFrame, metrics: list[str], explicit: bool, last: int | None) -> tuple[pd.DataFrame, list[str]]:
