@@ -85,3 +85,21 @@ def method(name: str) -> Method:
     if name not in METHODS:
         raise ArgError("method", f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def check_rebalancing(bilateral: bool, head: str, classifier: str, branch: str) -> None:
+    """Whether the classifier stage's ``classifier`` method on features ``branch`` fits a network
+    trained by a method that is ``bilateral`` (or not) with classifier ``head``: ``ArgError('branch')``
+    for a branch other than conventional after a single-branch method (only its conventional branch
+    was trained), ``ArgError('method')`` for lws / tau_norm / mislas on a cosine classifier (LDAM's
+    normalises its class vectors in the forward pass, so rescaling them changes nothing; cRT
+    replaces it with a linear one). The params schema asks before training, the stage again."""
+    from bbn.errors import ArgError
+
+    if not bilateral and branch != "conventional":
+        raise ArgError("branch", f"{branch!r}: a single-branch method trains the conventional branch "
+                       "only; use conventional (reversed and both are for BBN)")
+    if head == "cosine" and classifier in ("lws", "tau_norm", "mislas"):
+        raise ArgError("method", f"{classifier}: the network has a cosine classifier (ldam_drw), which "
+                       "normalises its class vectors; use crt (a new linear classifier)")
+

@@ -23,8 +23,9 @@ from ruamel.yaml.error import YAMLError
 
 from bbn import vocab
 from bbn.data.preprocessing import preprocessing, test_resize
-from bbn.errors import BBNError
+from bbn.errors import ArgError, BBNError
 from bbn.methods import METHODS as REGISTRY
+from bbn.methods import check_rebalancing
 
 
 class _Section(BaseModel):
@@ -244,6 +245,16 @@ class Params(_Section):
             raise ValueError(f"prepare.short_side: {self.prepare.short_side} is below "
                              f"{test_resize(self.train.image_size, augment)}, the short side the {augment} test "
                              f"transform resizes to for train.image_size {self.train.image_size}; raise it")
+        return self
+
+    @model_validator(mode="after")
+    def _classifier_fits_the_method(self):
+        """The classifier stage's refusals (``bbn.methods.check_rebalancing``) before training, not after."""
+        trained, c = REGISTRY[self.train.method], self.classifier
+        try:
+            check_rebalancing(trained.bilateral, trained.head, c.method, c.branch)
+        except ArgError as err:
+            raise ValueError(f"classifier.{err.arg}: {err.message} (train.method {self.train.method})") from None
         return self
 
 

@@ -4,8 +4,10 @@ module of its own so that the default, method none, starts no torch, model or ML
 
 from dataclasses import replace
 
-from bbn.classifier import ClassifierSpec, rebalance, test_alpha_record
+from bbn.classifier.heads import test_alpha_record
+from bbn.classifier.rebalance import rebalance
 from bbn.classifier.retrain import balanced_loader
+from bbn.classifier.spec import ClassifierSpec, check
 from bbn.data.loading import eval_loader
 from bbn.data.prepare import prepared_path
 from bbn.data.transforms import preprocessing
@@ -14,6 +16,7 @@ from bbn.methods import method
 from bbn.model.checkpoint import Checkpoint, load_checkpoint
 from bbn.model.inference import resolve_device
 from bbn.train.inputs import split_datasets
+from bbn.train.loop import finite
 from stages.params import flatten
 from stages.paths import FINAL_MODEL, FINAL_RUN, METRICS, MODEL, RUN, SPLIT
 from stages.runs import TRAINING_RUN, describe, run_link, run_name, run_tags, tracker, training_run_id
@@ -42,6 +45,7 @@ def rebalance_stage(params) -> None:
     device = resolve_device(params.train.device)
     model, ckpt = load_checkpoint(MODEL, device)
     bilateral = method(ckpt.method).bilateral
+    check(spec, bilateral, ckpt.spec.head)  # before any loader or MLflow run (the schema checks it too)
     batches, val, counts = data(params, ckpt, spec, device)
     base = training_run_id(RUN)
     mlrun = tracker(params.tracking)
@@ -58,7 +62,7 @@ def rebalance_stage(params) -> None:
         model, summary = rebalance(model, spec, bilateral, batches, val, counts, device, on_epoch)
         alpha = test_alpha_record(spec.branch) if bilateral else ckpt.alpha  # the branch(es) re-trained
         replace(ckpt, spec=model.spec, state_dict=model.state_dict(), alpha=alpha).save(FINAL_MODEL)
-        numbers = {f"classifier_{k}": v for k, v in summary.items() if v is not None}
+        numbers = finite({f"classifier_{k}": v for k, v in summary.items() if v is not None})
         write_json(METRICS / "classifier.json", numbers)
         mlrun.log_metrics(numbers)
         model_uri = log(params, mlrun, spec)

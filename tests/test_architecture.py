@@ -40,6 +40,14 @@ def test_evaluation_and_prediction_do_not_import_the_training_loop():
     assert out.strip() == "[]"
 
 
+@pytest.mark.parametrize("stage", ["download", "check", "split", "stats", "submit", "classifier"])
+def test_stages_that_train_nothing_start_without_torch_or_mlflow(stage):
+    """~3 s of imports a stage process: in every dvc repro, queued experiment and pipeline test."""
+    code = f"import sys, stages.{stage}; print(sorted({{'torch', 'mlflow'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_dvc_yaml_deps_cover_every_stage_import():
     assert missing_deps(yaml.safe_load((ROOT / "dvc.yaml").read_text())) == {}
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-import bbn.classifier as stage2
-from bbn.classifier import ClassifierSpec, rebalance
+from bbn.classifier import heads
 from bbn.classifier.heads import BRANCH_ALPHA, branch_features, read_linear, tau_normalise, write_linear
+from bbn.classifier.rebalance import rebalance
 from bbn.classifier.retrain import ScaledLinear, balanced_draws, balanced_loader, cosine_lr, retrain
 from bbn.classifier.smoothing import label_aware_loss, smoothed_targets, smoothing_per_class
-from bbn.classifier.spec import check
+from bbn.classifier.spec import ClassifierSpec, check
 from bbn.classifier.tau import choose_tau
 from bbn.errors import ArgError
 from bbn.methods import method
@@ -79,7 +79,7 @@ def test_written_classifier_is_what_the_network_computes_at_the_branch_alpha(cla
 def test_checkpoint_alpha_fixes_the_trained_branch_for_every_loader():
     for branch, alpha in BRANCH_ALPHA.items():
         ckpt = Checkpoint(ModelSpec("resnet32", 2), {}, 32, [0, 1], ["a", "b"], 1, method="bbn",
-                          alpha=stage2.test_alpha_record(branch))
+                          alpha=heads.test_alpha_record(branch))
         assert inference.test_alpha(ckpt, 0.3) == alpha  # eval.alpha 0.3 asked: the re-trained branch wins
 
 
@@ -246,3 +246,17 @@ def test_mislas_recipes_are_the_released_cifar_settings(name):
         assert flat[key] == value, (name, key)
     crt = flatten(validate(resolve("cifar10_lt_ce_crt", [], yaml.safe_load((ROOT / "params.yaml").read_text()))))
     assert (crt["train.method"], crt["classifier.method"], crt["classifier.shift_bn"]) == ("ce", "crt", False)
+
+
+@pytest.mark.parametrize("train, classifier, key", [
+    ({"method": "ce"}, {"method": "crt", "branch": "reversed"}, "classifier.branch"),
+    ({"method": "ldam_drw"}, {"method": "tau_norm"}, "classifier.method"),
+])
+def test_the_schema_refuses_what_the_stage_would_refuse_after_training(train, classifier, key):
+    from bbn.errors import BBNError
+    from stages.params import validate
+
+    with pytest.raises(BBNError, match=f"{key}: .*train.method {train['method']}"):
+        validate({"train": train, "classifier": classifier})
+    validate({"train": {"method": "bbn"}, "classifier": {"method": "tau_norm", "branch": "reversed"}})
+

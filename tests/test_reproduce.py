@@ -159,3 +159,6 @@ def test_a_later_sitting_queues_only_what_has_not_finished(monkeypatch):
     assert {name for name, _ in left} == {"Mixup", "Manifold Mixup", "Manifold Mixup (two samplers)"}
     monkeypatch.setattr(reproduce, "load_runs", lambda *a, **k: (_ for _ in ()).throw(BBNError("no store")))
     assert reproduce.remaining(planned, "exp", "sqlite:///x.db", 12) == planned
+    empty = pd.DataFrame(columns=["run_id", "status", "start_time"])  # an experiment whose runs were deleted
+    monkeypatch.setattr(reproduce, "load_runs", lambda *a, **k: empty)
+    assert reproduce.remaining(planned, "exp", "sqlite:///x.db", 12) == planned

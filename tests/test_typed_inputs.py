@@ -104,8 +104,8 @@ class FakeRun:
     def logged_steps(self, name):
         return {1}
 
-    def start(self, params, run_name, description, tags):
-        self.run_id = self.run_id or f"run{len(FakeRun.made)}"
+    def start(self, params, run_name, description, tags):  # as Tracker.start: always a new run
+        self.run_id = f"new{len(FakeRun.store)}"
         FakeRun.store[self.run_id] = {k: str(v) for k, v in params.items()}
         self.tags |= tags
 
@@ -143,6 +143,12 @@ def test_changed_params_start_a_new_run_linked_both_ways():
     assert differing(FakeRun.store["old"], START.params) == ["eval.tta_flip"]
 
 
+def test_a_resumed_run_gone_from_the_store_continues_in_a_new_run_with_the_epochs_so_far():
+    FakeRun.made, FakeRun.store = [], {}  # the interrupted run was deleted from the store
+    run = training_run(FakeRun, START, "old", [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}])
+    assert run.run_id != "old" and run.metrics == [1, 2] and RESUMED_FROM not in run.tags
+
+
 def test_a_fresh_training_starts_one_run_and_logs_nothing_yet():
     FakeRun.made, FakeRun.store = [], {}
     run = training_run(FakeRun, START)
@@ -159,6 +165,8 @@ def test_split_datasets_read_prepared_copies_labelled_by_index(tmp_path):
 
 
 def test_bbn_predict_defaults_to_the_final_model_else_the_trained_one(tmp_path, monkeypatch):
+    import os
+
     from bbn.cli.predict import default_checkpoint
 
     monkeypatch.chdir(tmp_path)
@@ -167,4 +175,8 @@ def test_bbn_predict_defaults_to_the_final_model_else_the_trained_one(tmp_path, 
     (tmp_path / "models/model.pt").write_bytes(b"")
     assert default_checkpoint() == "models/model.pt"  # only train has run
     (tmp_path / "models/final.pt").write_bytes(b"")
+    os.utime(tmp_path / "models/model.pt", (1, 1))
     assert default_checkpoint() == "models/final.pt"
+    os.utime(tmp_path / "models/model.pt", None)  # train ran again after the classifier stage
+    os.utime(tmp_path / "models/final.pt", (1, 1))
+    assert default_checkpoint() == "models/model.pt"

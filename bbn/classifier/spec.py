@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bbn import vocab
 from bbn.errors import ArgError
+from bbn.methods import check_rebalancing
 
 TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0, 0.1, ..., 2.0
 
@@ -63,11 +64,6 @@ def check(spec: ClassifierSpec, bilateral: bool, head: str) -> None:
         raise ArgError("branch", f"{spec.branch!r}: choose from {', '.join(vocab.FEATURE_BRANCHES)}")
     if spec.smooth_shape not in vocab.SMOOTH_SHAPES:
         raise ArgError("smooth_shape", f"{spec.smooth_shape!r}: choose from {', '.join(vocab.SMOOTH_SHAPES)}")
-    if not bilateral and spec.branch != "conventional":
-        raise ArgError("branch", f"{spec.branch!r}: a single-branch method trains the conventional branch "
-                       "only; use conventional (reversed and both are for BBN)")
-    if head == "cosine" and spec.method in ("lws", "tau_norm", "mislas"):
-        raise ArgError("method", f"{spec.method}: the network has a cosine classifier (ldam_drw), which "
-                       "normalises its class vectors; use crt (a new linear classifier)")
+    check_rebalancing(bilateral, head, spec.method, spec.branch)
     if spec.method == "tau_norm" and not spec.tau_grid:
         raise ArgError("tau_grid", "empty: give at least one tau")

@@ -40,8 +40,12 @@ DEFAULT_CHECKPOINTS = ("models/final.pt", "models/model.pt")  # after the classi
 
 
 def default_checkpoint() -> str:
-    """The newest model of the project in the working directory: ``DEFAULT_CHECKPOINTS``' first that exists."""
-    return next((c for c in DEFAULT_CHECKPOINTS if Path(c).is_file()), DEFAULT_CHECKPOINTS[0])
+    """The project's current model in the working directory: ``models/final.pt`` (what evaluate
+    scores), unless ``models/model.pt`` is newer (train ran again, the classifier stage not yet)."""
+    final, trained = map(Path, DEFAULT_CHECKPOINTS)
+    if trained.is_file() and (not final.is_file() or trained.stat().st_mtime > final.stat().st_mtime):
+        return str(trained)
+    return str(final)
 
 
 def collect_images(inputs: list[str]) -> list[str]:
@@ -110,6 +114,10 @@ def _classify(checkpoint: str | Path, paths: list[str], top_k: int, batch_size: 
     frame = pd.DataFrame({"path": paths, "category_id": -1})
     if alpha is None:  # as the evaluation stage: what the model's method declares (bbn.methods)
         alpha = test_alpha(ckpt, 0.5)
+    elif ckpt.alpha.get("schedule") == "fixed" and alpha != test_alpha(ckpt, alpha):
+        print(f"bbn-predict: warning: {checkpoint} fixes alpha at {test_alpha(ckpt, alpha)} (trained with a fixed "
+              f"alpha, or its classifier re-trained on one branch by the classifier stage); --alpha {alpha} mixes "
+              "in a branch it was not trained or re-trained for", file=sys.stderr)
     if not ckpt.prepare:
         print(f"bbn-predict: {checkpoint} does not record its prepare step (an older checkpoint): "
               "images are decoded as they are, and may classify differently from evaluation", file=sys.stderr)
@@ -138,7 +146,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--top-k", type=int, default=5, help="categories per image in the CSV (default 5)")
     ap.add_argument("--batch-size", type=int, default=0, help="default 0: 64 on CPU, 256 on GPU")
     ap.add_argument("--alpha", type=float, default=None,
-                    help="branch weight at inference (default: 0.5 for BBN, 1 for a baseline, as evaluate)")
+                    help="branch weight at inference (default: as evaluate, what the checkpoint's method "
+                         "declares: 0.5 for BBN, 1 for a baseline, the re-trained branch after the classifier stage)")
     ap.add_argument("--tta-flip", action="store_true", help="average with the horizontal mirror")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--show", type=int, default=20, help="rows to print (default 20)")
@@ -154,7 +163,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    table = classify(args.checkpoint or default_checkpoint(), collect_images(args.inputs), args.top_k, args.batch_size,
+    checkpoint = args.checkpoint or default_checkpoint()
+    print(f"bbn-predict: checkpoint {checkpoint}", file=sys.stderr)
+    table = classify(checkpoint, collect_images(args.inputs), args.top_k, args.batch_size,
                      args.alpha, args.tta_flip, args.device)
     with atomic_path(Path(args.out), suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)

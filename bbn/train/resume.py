@@ -249,7 +249,7 @@ def start_state(folder: str | Path, key: TrainingKey, keep_newest: int, max_age_
     if saved.enabled and not saved.path.exists() and (why := data_changed(folder, key)):
         print(why)
     for path in prune(folder, keep_newest, max_age_days, recorded, str(saved.path)):
-        print(f"train: deleted resume state {path.name} (finished and recorded, or old)")
+        print(f"train: deleted resume state {path.name} (finished and recorded, past the age limit, or beyond the newest kept)")
     info = saved.info
     if info.get("complete") and recorded(info.get("outputs_md5", "")):
         saved.discard()
