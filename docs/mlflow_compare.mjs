@@ -10,22 +10,10 @@
 //
 // Node >= 20 (its WebSocket); nothing to install. CDP_PORT: another DevTools port than 9222.
 import { writeFileSync } from "node:fs";
+import { connect, sleep } from "./cdp.mjs";
 
 const [ui, experiment, out] = process.argv.slice(2);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const target = await (await fetch(`http://127.0.0.1:${process.env.CDP_PORT || 9222}/json/new?about:blank`, { method: "PUT" })).json();
-const ws = new WebSocket(target.webSocketDebuggerUrl);
-await new Promise((r) => ws.addEventListener("open", r));
-let next = 0;
-const waiting = new Map();
-ws.addEventListener("message", (e) => {
-  const msg = JSON.parse(e.data);
-  if (waiting.has(msg.id)) { waiting.get(msg.id)(msg); waiting.delete(msg.id); }
-});
-const send = (method, params = {}) => new Promise((r) => {
-  const id = ++next; waiting.set(id, r); ws.send(JSON.stringify({ id, method, params }));
-});
-const evaluate = async (expr) => (await send("Runtime.evaluate", { expression: expr, returnByValue: true })).result.result.value;
+const { ws, send, evaluate } = await connect();
 
 // a real mouse click in the middle of the n-th visible element matching `css` whose text includes `text`
 async function click(css, text = "", n = 0) {
