@@ -70,16 +70,22 @@ class _PartDigest:
         self.n += len(block)
 
 
+def _append(read, fh, digest: _PartDigest, bar) -> None:
+    """Copy ``read(CHUNK)``'s blocks into ``fh`` until it returns b'', hashing and counting each;
+    stops at the next block when the download is cancelled (``check_cancel``)."""
+    for block in iter(lambda: read(CHUNK), b""):
+        check_cancel()
+        fh.write(block)
+        digest.update(block)
+        bar.update(len(block))
+
+
 def _copy_local(src: Path, part: Path, digest: _PartDigest) -> None:
     if not src.is_file():
         raise BBNError(f"{src}: source archive not found")
     with open(src, "rb") as fin, open(part, "wb") as fout, byte_progress(src.stat().st_size, 0, src.name) as bar:
         digest.sync(part)
-        for block in iter(lambda: fin.read(CHUNK), b""):
-            check_cancel()
-            fout.write(block)
-            digest.update(block)
-            bar.update(len(block))
+        _append(fin.read, fout, digest, bar)
 
 
 def _http_once(url: str, part: Path, timeout: float, digest: _PartDigest) -> None:
@@ -99,11 +105,7 @@ def _http_once(url: str, part: Path, timeout: float, digest: _PartDigest) -> Non
         total = have + int(length) if length else None
         with open(part, "ab" if have else "wb") as fh, byte_progress(total, have, Path(part.name).stem) as bar:
             digest.sync(part)
-            for block in iter(lambda: resp.read(CHUNK), b""):
-                check_cancel()
-                fh.write(block)
-                digest.update(block)
-                bar.update(len(block))
+            _append(resp.read, fh, digest, bar)
         if total is not None and part.stat().st_size < total:
             raise ConnectionError(f"connection closed at {part.stat().st_size} of {total} bytes")
 
