@@ -289,17 +289,3 @@ def test_blurpool_tiny_maps(filt, side, channels):
 @pytest.mark.parametrize("filt", [2, 3, 4, 5, 6, 7])
 def test_blurpool_halves_the_map_for_every_allowed_filter(filt):
     assert BlurPool(4, filt_size=filt, stride=2)(torch.rand(1, 4, 32, 32)).shape[-1] == 16
-
-
-def test_test_alpha_follows_a_fixed_training_alpha():
-    from bbn.model.checkpoint import Checkpoint
-    from bbn.model.inference import test_alpha
-
-    def ckpt(method: str, **alpha) -> Checkpoint:
-        return Checkpoint(ModelSpec("resnet32", 2), {}, 32, [0, 1], ["a", "b"], 1, method=method, alpha=alpha)
-
-    assert test_alpha(ckpt("bbn", schedule="parabolic", value=0.5), 0.5) == 0.5
-    assert test_alpha(ckpt("bbn"), 0.3) == 0.3
-    assert test_alpha(ckpt("bbn", schedule="fixed", value=0.0), 0.5) == 0.0  # rb branch only
-    assert test_alpha(ckpt("bbn", schedule="fixed", value=1.0), 0.5) == 1.0  # conventional only
-    assert test_alpha(ckpt("ce", schedule="fixed", value=0.0), 0.5) == 1.0

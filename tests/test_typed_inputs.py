@@ -49,6 +49,19 @@ def test_an_older_checkpoint_without_a_method_is_refused_at_inference(tmp_path):
         inference.test_alpha(ckpt, 0.5)
 
 
+def test_test_alpha_follows_a_fixed_training_alpha():
+    test_alpha = inference.test_alpha
+
+    def ckpt(method: str, **alpha) -> Checkpoint:
+        return Checkpoint(ModelSpec("resnet32", 2), {}, 32, [0, 1], ["a", "b"], 1, method=method, alpha=alpha)
+
+    assert test_alpha(ckpt("bbn", schedule="parabolic", value=0.5), 0.5) == 0.5
+    assert test_alpha(ckpt("bbn"), 0.3) == 0.3
+    assert test_alpha(ckpt("bbn", schedule="fixed", value=0.0), 0.5) == 0.0  # rb branch only
+    assert test_alpha(ckpt("bbn", schedule="fixed", value=1.0), 0.5) == 1.0  # conventional only
+    assert test_alpha(ckpt("ce", schedule="fixed", value=0.0), 0.5) == 1.0
+
+
 # ------------------------------------------------------------------------- resume state policy
 def _snapshot(epochs: int, run_id: str = "run1") -> Snapshot:
     return Snapshot(build_model(ModelSpec("resnet32", 2, "off")).state_dict(), {}, {},
