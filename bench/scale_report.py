@@ -131,7 +131,8 @@ def queue_table(queue: dict | None) -> str:
 def gpu_estimate() -> str:
     """Training time at full size from the published A100 figure (BBN: two images per sample)."""
     per_epoch = 2 * FULL["train"]
-    out = [f"BBN trains on 2 x {FULL['train']:,} = {per_epoch:,} images per epoch (uniform and reversed batches); "
+    out = ["**Training at full size** (not measured: estimated from the published A100 rates):", "",
+           f"BBN trains on 2 x {FULL['train']:,} = {per_epoch:,} images per epoch (uniform and reversed batches); "
            f"ResNet-50 AMP on A100 80GB (NVIDIA DeepLearningExamples): {A100_AMP_IMG_S[1]:,} img/s on 1 GPU, "
            f"{A100_AMP_IMG_S[8]:,} on 8."]
     for gpus, rate in A100_AMP_IMG_S.items():
