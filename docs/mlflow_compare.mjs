@@ -1,8 +1,13 @@
 // How docs/mlflow-compare.png was made: headless Chromium, driven over the DevTools protocol, opens a
-// real `mlflow ui` the way README *MLflow* says: the experiment's runs table in the model-training
-// view, the two newest runs ticked, Compare; then in the parallel-coordinates plot it puts test_top1_error
-// under Metrics (MLflow preselects the first metric it lists, here a system metric) and saves a
-// screenshot of the page.
+// real `mlflow ui` the way README *MLflow* says: the experiment's runs table, switched to the
+// model-training view with the **Model training** toggle (top left), the two newest runs ticked,
+// Compare; then in the parallel-coordinates plot it puts test_top1_error under Metrics (MLflow
+// preselects the first metric it lists, here a system metric) and saves a screenshot of the page.
+//
+// The toggle, not the link's `?workflowType=machine_learning`: MLflow 3.17's UI takes the view from
+// the URL's `workflowType`, else from what the browser remembers (localStorage `mlflow.workflowType_v1`,
+// written only by that toggle), else GenAI; the Compare button's page (#/compare-runs) drops the URL
+// parameter, so only a remembered choice keeps it out of the GenAI view.
 //
 //   mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000 &
 //   chromium --headless --no-sandbox --remote-debugging-port=9222 --window-size=1500,1500 &
@@ -46,8 +51,12 @@ const key = async (k, code) => {
 
 await send("Page.enable");
 await send("Runtime.enable");
-await send("Page.navigate", { url: `${ui}/#/experiments/${experiment}/runs?workflowType=machine_learning` });
+await send("Page.navigate", { url: `${ui}/#/experiments/${experiment}/runs` });
 await sleep(8000);
+await click('[role="button"]', "Model training");  // a no-op where the browser already remembers it
+await sleep(4000);
+const view = await evaluate('localStorage.getItem("mlflow.workflowType_v1")');
+if (view !== JSON.stringify("machine_learning")) throw new Error(`the Model training toggle was not remembered: ${view}`);
 await click('button[aria-label="Close"]').catch(() => {});  // the assistant panel, if open
 const tick = 'input[aria-label^="Press Space to toggle row selection"]';  // newest first: the two experiments
 for (const n of [0, 1]) await click(tick, "", n);
