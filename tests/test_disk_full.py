@@ -1,12 +1,15 @@
 """Issue 26, faults: no space left on device, for every output a stage writes: the model (shared case
-disk_full_train), the resume state written after each epoch and the evaluation's predictions.
+disk_full_train), the resume state written after each epoch, the evaluation's predictions, and an
+upload into the MLflow artifact store.
 
 A tmpfs cannot be mounted here, so the full disk is injected: a ``sitecustomize`` on the stage's
 PYTHONPATH makes the writes of one file (``torch.save``, ``numpy.savez_compressed``, and
 ``shutil.copyfileobj``, with which MLflow's local artifact repository uploads) raise
-``OSError(ENOSPC)`` without a file name, as a write(2) on a full disk does. Expected: one line naming
-the file and "no space left on device", no traceback, nothing half-written, the MLflow run FAILED
-where the stage had one open, and the rerun (space freed) recovers."""
+``OSError(ENOSPC)`` without a file name, as a write(2) on a full disk does. Expected for the DVC
+outputs: one line naming the file and "no space left on device", no traceback, nothing half-written,
+the MLflow run FAILED where the stage had one open, and the rerun (space freed) recovers. For an
+MLflow artifact: tracking is secondary, so one warning naming the file, the stage's outputs complete,
+and the run ends FAILED saying what it lacks (tag ``bbn.not_logged``)."""
 
 from __future__ import annotations
 
@@ -163,6 +166,34 @@ def test_disk_full_while_writing_predictions_is_one_line_and_the_rerun_logs_the_
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in (repo / "predictions").iterdir()) == ["test.npz", "val.npz"]
     assert _runs(repo) == [(run_id, "FINISHED")] and "test_top1_error" in _metrics(repo, run_id)
+
+
+@pytest.mark.pipeline
+def test_disk_full_in_the_mlflow_artifact_store_is_one_warning_and_a_failed_run(prepared, inject, tmp_path):
+    """The learning curve's upload into mlartifacts/ is refused. Tracking is secondary to the DVC
+    outputs (as when the store is away): the stage finishes them and exits 0, says so in one warning
+    naming the file and the reason, logs what comes after (train_minutes), and ends the run FAILED
+    with the tag bbn.not_logged: a run left RUNNING, or FINISHED as if complete, would not be true."""
+    from mlflow.tracking import MlflowClient
+
+    repo = _copy(prepared, tmp_path)
+    set_params(repo, {"train": {"epochs": 1, "tmax": 1, "lr_steps": [1]}})
+    proc = _stage(repo, "train", inject, "/artifacts/plots/")  # the upload's temporary in the run's plots/
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "No space left on device" in line or "Traceback" in line]
+    assert len(lines) == 1 and lines[0].endswith(
+        "UserWarning: tracking: log_artifact(plots/learning_curve.csv) not logged: No space left on device; the run "
+        "names it in its tag bbn.not_logged (the outputs stay in the project: python -m stages.relog logs them later)")
+    assert "unavailable" not in proc.stderr and "call(s) not logged" not in proc.stderr
+    for output in ("models/model.pt", "models/mlflow_run.json", "metrics/train.json", "plots/learning_curve.csv"):
+        assert (repo / output).is_file(), output
+    (run_id, status), = _runs(repo)
+    run = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id)
+    assert status == "FAILED" and run.data.tags["bbn.not_logged"] == "log_artifact(plots/learning_curve.csv)"
+    assert "train_minutes" in run.data.metrics
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert sorted(p.relative_to(artifacts).as_posix() for p in artifacts.rglob("*")) == [
+        "params_resolved.yaml", "plots"]  # no half-written upload (MLflow's .artifact.uploading.* temporary)
 
 
 def test_torch_writer_failure_on_a_full_disk_names_the_file(tmp_path, monkeypatch):
