@@ -1,10 +1,12 @@
 """Issue 26, resume that knows the data (shared case stale_resume_after_data_change): the resume key
 covers the content of the images the model sees and the data.* params; a changed dataset trains from
-scratch and says why in one line."""
+scratch and says why in one line. Unit tests, and the shared case replayed with DVC (pipeline tier)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +15,7 @@ import pytest
 from bbn.model.network import ModelSpec, build_model
 from bbn.train.resume import ResumeState, Snapshot, data_changed
 from stages.params import validate
-from tests.helpers import ROOT, TINY, jpeg, merge, read_params
+from tests.helpers import ROOT, TINY, env, jpeg, merge, prepared_repo, read_params, set_params, sh
 
 
 @pytest.fixture
@@ -88,3 +90,34 @@ def test_without_the_digest_file_the_content_is_hashed(layout):
     before = _resume_key(_params())
     (layout / "data/prepared/x/train/3.jpg").write_bytes(jpeg(43))  # a val image
     assert _resume_key(_params()).data != before.data
+
+
+@pytest.mark.pipeline
+def test_dvc_repro_after_the_images_changed_under_the_same_names_trains_from_scratch(tmp_path):
+    """The shared case replayed as its run.sh does: a training SIGKILLed after epoch 1 (its resume
+    state left), the digits rendered again at 24 px under the same file names (data.image_px 16 -> 24:
+    the split lists stay byte-identical), then ``dvc repro train``. It must train from scratch and
+    say why in one line; it used to resume epoch 1's weights of the old images in a new run."""
+    repo = prepared_repo(tmp_path / "bbn")
+    split = {p.name: p.read_bytes() for p in (repo / "data" / "split").glob("*.csv")}
+    train = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=env(), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        seen = []
+        for line in train.stdout:  # the epoch line comes after its resume state is saved
+            seen.append(line)
+            if line.startswith("epoch 1/2"):
+                break
+    finally:
+        train.kill()
+        train.wait()
+        train.stdout.close()
+    state, = (repo / "checkpoints").glob("train-*.pt")
+    assert seen[-1].startswith("epoch 1/2"), "".join(seen)
+    set_params(repo, {"data": {"image_px": 24}})
+    out = sh(repo, "dvc", "repro", "train").stdout
+    assert {p.name: p.read_bytes() for p in (repo / "data" / "split").glob("*.csv")} == split  # the same names
+    why = [line for line in out.splitlines() if "the dataset changed" in line]
+    assert why == [f"train: the dataset changed since the interrupted training {state.name} stopped after epoch 1 "
+                   "(data.image_px); training from scratch"], out
+    assert "resuming" not in out and "epoch 1/2" in out and "epoch 2/2" in out

@@ -119,3 +119,47 @@ def test_disabled_tracker_does_nothing(store):
     run.log_metrics({"x": 1.0}, step=1)
     run.finish()
     assert run.client is None
+
+
+def test_an_artifact_a_full_disk_refuses_is_one_warning_and_the_run_ends_failed(store, tmp_path, monkeypatch):
+    """Issue 26, no space left under the artifact store. MLflow's local repository writes a file
+    through ``shutil.copyfileobj`` (the error names no file) and copies a model's folder with
+    ``shutil.copyfile`` (the error names source and destination). Each refused upload is one warning
+    naming the file and the reason; it does not hold back the calls after it (the store answers);
+    the run ends FAILED, the tag ``bbn.not_logged`` saying what it lacks: not FINISHED as if complete,
+    nor RUNNING for ever behind a queue that cannot drain."""
+    import errno
+    import shutil
+
+    curve = tmp_path / "learning_curve.csv"
+    curve.write_text("epoch,loss\n1,0.5\n")
+    real = shutil.copyfileobj
+
+    def full(fsrc, fdst, *args, **kwargs):
+        if getattr(fsrc, "name", "") == str(curve):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fsrc, fdst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfileobj", full)
+    model_file = str(store / "artifacts" / "models" / "m-1" / "artifacts" / "model.pt")
+
+    def log_model(client, run_id):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/tmp/model/model.pt", None, model_file)
+
+    run = _tracker(store, "full-disk")
+    run_id = run.start({"a": 1}, {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.log_artifact(curve, "plots")
+        run.submit("log_model", log_model)
+        run.log_metrics({"x": 1.0}, step=1)
+        run.finish()
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and all("\n" not in m for m in messages), messages
+    assert messages[0].startswith(f"tracking: log_artifact({curve}) not logged: No space left on device;")
+    assert messages[1].startswith(f"tracking: log_model not logged: {model_file}: No space left on device;")
+    client = MlflowClient(_uri(store))
+    got = client.get_run(run_id)
+    assert got.info.status == "FAILED" and got.data.metrics == {"x": 1.0}
+    assert got.data.tags["bbn.not_logged"] == f"log_artifact({curve}); log_model"
+    assert client.list_artifacts(run_id, "plots") == []

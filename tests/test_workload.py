@@ -99,6 +99,27 @@ def test_max_steps_counts_the_steps_of_a_resumed_run():
     assert seen == []  # the bound was reached before the interruption
 
 
+@pytest.mark.parametrize("max_steps", [7, 0])
+def test_max_steps_is_recorded_as_the_run_tag_budget_max_steps(tmp_path, monkeypatch, max_steps):
+    """A bounded run must say so in MLflow (its numbers are not a full training's): the new
+    training run's tags carry ``budget.max_steps`` (0: no bound) beside its params."""
+    import pandas as pd
+
+    from stages.params import validate
+    from stages.runs import training_start
+    from tests.helpers import ROOT, merge, read_params
+
+    monkeypatch.chdir(tmp_path)  # training_start reads data/split/{train,val}.csv for the dataset inputs
+    (tmp_path / "data/split").mkdir(parents=True)
+    for name in ("train", "val"):
+        pd.DataFrame({"image_id": [1], "path": ["data/raw/a/1.png"], "category_id": [0]}).to_csv(
+            tmp_path / "data/split" / f"{name}.csv", index=False)
+    params = validate(merge(read_params(ROOT / "params.yaml"), {"train": {"max_steps": max_steps}}))
+    start = training_start(params, torch.device("cpu"), 1)
+    assert start.tags["budget.max_steps"] == str(max_steps) and start.params["train.max_steps"] == max_steps
+    assert start.tags["budget.epochs"] == str(params.train.epochs)
+
+
 # ------------------------------------------------------------------ one dataset tree per version
 def _build(calls: list, fail: bool = False):
     def build(out: Path) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from bbn.errors import ENVIRONMENT_ERRNOS
 from bbn.files import sqlite_path
 
 # MLflow error codes that mean "this request is wrong", not "the store is away": retrying cannot help
@@ -42,6 +43,18 @@ def store_failure(exc: BaseException) -> bool:
     from mlflow.exceptions import MlflowException
 
     return isinstance(exc, MlflowException) and exc.error_code not in REQUEST_ERRORS
+
+
+def refused_write(exc: BaseException) -> str | None:
+    """What the disk under a store that answers refused, when ``exc`` is such a write: an ``OSError``
+    of ``bbn.errors.ENVIRONMENT_ERRNOS`` (no space left, quota, read-only, permission), as an artifact
+    upload onto a full disk raises. ``<file>: <reason>`` (the destination when a copy names both
+    files), or the reason alone when the error names no file; None for any other error. Retrying
+    within the stage cannot help, unlike a store that is away."""
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    where, reason = exc.filename2 or exc.filename, exc.strerror or first_line(exc)
+    return f"{where}: {reason}" if where else reason
 
 
 CONNECT_ATTEMPTS = 3  # MLflow's own default, 10, sleeps ~100 s before a store that cannot be opened fails

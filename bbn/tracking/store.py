@@ -6,7 +6,10 @@ on; the queue is retried on later calls (at most every ``retry_s`` seconds) and 
 finishes or the tracker is closed, so the epochs logged while the store was away reach it, in order
 and with their original timestamps, once it is back. Calls the store refuses as malformed (MLflow's
 request errors) are dropped, each with a warning. What is still queued at the end is reported and
-stays in the caller's metrics and plot files (``python -m stages.relog`` logs it later).
+stays in the caller's metrics and plot files (``python -m stages.relog`` logs it later). A write the
+disk under a store that answers refuses (no space left, quota, permission: an artifact upload onto a
+full disk) is dropped with one warning naming the file and the reason, the calls after it go on,
+and the run ends FAILED with the tag ``bbn.not_logged`` listing what it lacks.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from bbn.tracking.failures import (
     REQUEST_ERRORS,
     first_line,
     quiet_store_log,
+    refused_write,
     store_failure,
     write_conflict,
 )
 
 NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
+NOT_LOGGED = "bbn.not_logged"  # the calls whose writes the store's disk refused: what the run lacks
 
 
 class Tracker:
@@ -52,6 +57,8 @@ class Tracker:
         self._failed_at: float | None = None
         self._monitor = None
         self._interval = 0.0
+        self.refused: list[str] = []  # the calls dropped because the store's disk refused their writes
+        self._tagged = 0  # how many of them the run's NOT_LOGGED tag names
         if enabled:
             quiet_store_log()
             self._attempt(self._connect)
@@ -114,6 +121,12 @@ class Tracker:
 
     def _failed(self, exc: Exception, what: str) -> tuple[bool, object]:
         """``_attempt``'s answer for a call that failed with ``exc`` (warnings as stacklevel 4: the caller's)."""
+        refused = refused_write(exc) if self.client is not None else None
+        if refused is not None:  # the store answers but its disk takes no more: drop this write, go on
+            self.refused.append(what)
+            warnings.warn(f"tracking: {what} not logged: {refused}; the run names it in its tag {NOT_LOGGED} "
+                          "(the outputs stay in the project: python -m stages.relog logs them later)", stacklevel=4)
+            return True, None
         if not store_failure(exc):
             warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {first_line(exc)}); skipped",
                           stacklevel=4)
@@ -242,19 +255,31 @@ class Tracker:
         self._attempt(_stop, "system metrics")
 
     def finish(self, status: str = "FINISHED") -> None:
-        """End the run with ``status`` and retry whatever is still queued (``close``)."""
+        """End the run with ``status`` (FAILED instead of FINISHED when a write was refused: the
+        run is not complete) and retry whatever is still queued (``close``)."""
         self._stop_system_metrics()
+        if self.refused and status == "FINISHED":
+            status = "FAILED"
+        self._tag_refused()
         self.submit(f"set_terminated({status})", lambda c, run: c.set_terminated(run, status))
         self.close()
 
     def close(self) -> None:
-        """Retry the queue now; warn about what still could not be logged."""
+        """Retry the queue now; warn about what still could not be logged. A run this tracker does
+        not end (the training run, for evaluate) gets the ``NOT_LOGGED`` tag of refused writes too."""
+        self._tag_refused()
         if not self.enabled or not self._queue:
             return
         self.flush(force=True)
         if self._queue:
             warnings.warn(f"tracking: {len(self._queue)} call(s) not logged ({self._queue[0][0]} first); "
                           "the numbers are in metrics/ and plots/ (log them later with python -m stages.relog)", stacklevel=2)
+
+    def _tag_refused(self) -> None:
+        """Name the refused writes (``refused``) in the run's ``NOT_LOGGED`` tag, when there are new ones."""
+        if len(self.refused) > self._tagged:
+            self._tagged = len(self.refused)
+            self.set_tags({NOT_LOGGED: "; ".join(self.refused)[:5000]})  # within MLflow's limit on a tag value
 
 
 @contextlib.contextmanager
