@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import signal
 import sys
+import warnings
 from typing import Callable
 
 
@@ -30,6 +31,20 @@ class ArgError(BBNError):
     def __init__(self, arg: str, message: str):
         super().__init__(f"{arg}: {message}")
         self.arg, self.message = arg, message
+
+
+class BBNWarning(UserWarning):
+    """Something the person running the pipeline should know that does not stop it (a tracking
+    call not logged, a fallback taken); printed by ``run`` as one line ``warning: <message>``."""
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, BBNWarning):
+        return f"warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+_default_format = warnings.formatwarning
 
 
 # what the user must fix outside the program: free space, quota, permissions
@@ -55,9 +70,11 @@ def _terminate(signum, frame) -> None:
 
 def run(main: Callable[[], None], describe: Callable[[BBNError], str] = str) -> None:
     """Call ``main``; a BBNError becomes ``error: <line>`` per line on stderr and exit status 1,
+    a BBNWarning one line ``warning: <message>``,
     an environment ``OSError`` (disk full, permissions: ``describe_os_error``) one line and exit 1,
     SIGTERM exit 143, Ctrl-C exit 130. ``describe`` words the error (a stage names the params key)."""
     signal.signal(signal.SIGTERM, _terminate)
+    warnings.formatwarning = _format_warning
     try:
         main()
     except BBNError as exc:

@@ -80,6 +80,26 @@ def test_other_errors_keep_their_traceback(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+WARNED = """
+import warnings
+from bbn.errors import BBNWarning, run
+
+def main():
+    warnings.warn("tracking: a call not logged", BBNWarning, stacklevel=2)
+    warnings.warn("a library's own warning")
+
+run(main)
+"""
+
+
+def test_a_stage_warning_is_one_line_other_warnings_keep_their_source():
+    proc = subprocess.run([sys.executable, "-c", WARNED], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "warning: tracking: a call not logged"
+    assert lines[1].endswith(":7: UserWarning: a library's own warning")  # Python's format: file and line
+
+
 HOLD = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)

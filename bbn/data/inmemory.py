@@ -36,7 +36,7 @@ from bbn.data.batch_augment import DeviceAugment
 from bbn.data.decode import decode
 from bbn.data.loading import resolve_workers
 from bbn.data.samplers import ClassBalancedSampler, ReversedSampler, StepBatches, UniformSampler, rank_seed
-from bbn.errors import ArgError, BBNError
+from bbn.errors import ArgError, BBNError, BBNWarning
 
 _JPEG_MAGIC = b"\xff\xd8"
 
@@ -72,7 +72,7 @@ def decode_batch(datas: Sequence[bytes | torch.Tensor], min_side: int, device: t
     """
     names = names or [f"image {i}" for i in range(len(datas))]
     if gpu and device.type != "cuda":
-        warnings.warn(f"GPU JPEG decoding needs a CUDA device, not {device}: decoding on the CPU", stacklevel=2)
+        warnings.warn(f"GPU JPEG decoding needs a CUDA device, not {device}: decoding on the CPU", BBNWarning, stacklevel=2)
     if gpu and device.type == "cuda" and all(_is_jpeg(d) for d in datas):
         tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) if isinstance(d, bytes) else d for d in datas]
         try:

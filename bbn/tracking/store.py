@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from bbn.errors import BBNWarning
 from bbn.files import locked
 from bbn.tracking.experiment import ensure_experiment
 from bbn.tracking.failures import (
@@ -91,7 +92,7 @@ class Tracker:
             self._queue.pop(0)
         if self._failed_at is not None:
             warnings.warn(f"MLflow store {self.uri} is back: the calls delayed while it failed are logged now",
-                          stacklevel=2)
+                          BBNWarning, stacklevel=2)
             self._failed_at = None
             if self._monitor is not None:  # its thread stops at the first failed write: a new one goes on
                 self._stop_system_metrics()
@@ -125,16 +126,16 @@ class Tracker:
         if refused is not None:  # the store answers but its disk takes no more: drop this write, go on
             self.refused.append(what)
             warnings.warn(f"tracking: {what} not logged: {refused}; the run names it in its tag {NOT_LOGGED} "
-                          "(the outputs stay in the project: python -m stages.relog logs them later)", stacklevel=4)
+                          "(the outputs stay in the project: python -m stages.relog logs them later)", BBNWarning, stacklevel=4)
             return True, None
         if not store_failure(exc):
             warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {first_line(exc)}); skipped",
-                          stacklevel=4)
+                          BBNWarning, stacklevel=4)
             return True, None
         if self._failed_at is None:
             warnings.warn(f"MLflow store {self.uri} unavailable during {what} ({type(exc).__name__}: "
                           f"{first_line(exc)}); continuing without tracking, results stay "
-                          "in metrics/ and plots/; retrying later", stacklevel=4)
+                          "in metrics/ and plots/; retrying later", BBNWarning, stacklevel=4)
         self._failed_at = time.monotonic()
         return False, None
 
@@ -273,7 +274,8 @@ class Tracker:
         self.flush(force=True)
         if self._queue:
             warnings.warn(f"tracking: {len(self._queue)} call(s) not logged ({self._queue[0][0]} first); "
-                          "the numbers are in metrics/ and plots/ (log them later with python -m stages.relog)", stacklevel=2)
+                          "the numbers are in metrics/ and plots/ (log them later with python -m stages.relog)",
+                          BBNWarning, stacklevel=2)
 
     def _tag_refused(self) -> None:
         """Name the refused writes (``refused``) in the run's ``NOT_LOGGED`` tag, when there are new ones."""
