@@ -171,6 +171,16 @@ def test_exp_run_tmax_reruns_only_training_and_logs_a_new_run(tiny_repo, repro):
     for title in ("Per-class accuracy vs training images", "Reliability", "long_tail", "confusion.png",
                   "Confusion among the most confused classes"):
         assert title in page, title
+    # bench/bbn_probe.py on the experiment: its α = 0.5 row is the experiment's own evaluation, and
+    # the probes (other α, cRT on the frozen trunk) write nothing into the project's store
+    before = len(runs(tiny_repo))
+    probe = sh(tiny_repo, sys.executable, "bench/bbn_probe.py", "--repo", str(tiny_repo), "--exp",
+               new.data.tags["dvc_exp_name"], "--alphas", "1,0.5").stdout
+    rows = {line.split(" | ")[0].strip("| "): line for line in probe.splitlines() if line.startswith("| ")}
+    own = 100 * (1 - json.loads((tiny_repo / "metrics/eval.json").read_text())["test_top1_error"])
+    assert rows["test-time α = 0.5"].split(" | ")[1] == f"{own:.1f}", probe
+    assert {"test-time α = 1", "cRT on the frozen trunk (1 epoch), α = 0.5"} < set(rows), probe
+    assert len(runs(tiny_repo)) == before and not sh(tiny_repo, "git", "worktree", "list").stdout.count("\n") > 1
 
 
 def test_exp_run_eval_batch_size_reruns_only_evaluation(tiny_repo, repro):
