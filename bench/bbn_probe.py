@@ -64,8 +64,8 @@ def check_out(repo: Path, exp: str, work: Path) -> None:
         shutil.copyfile(f.resolve(), f.with_suffix(".tmp"))
         f.with_suffix(".tmp").replace(f)
     content = json.loads((work / "data" / "raw.json").read_text())["content"]
-    trees = [t for t in (repo / "data" / "downloads" / "raw").iterdir()
-             if json.loads((t / "manifest.json").read_text()).get("content") == content]
+    manifests = [t / "manifest.json" for t in (repo / "data" / "downloads" / "raw").iterdir()]
+    trees = [m.parent for m in manifests if m.is_file() and json.loads(m.read_text()).get("content") == content]
     if not trees:
         raise SystemExit(f"{repo}/data/downloads/raw: no tree with the content {content} of the run's data/raw.json")
     (work / "data" / "raw").symlink_to(trees[0])
@@ -84,14 +84,15 @@ def evaluate(work: Path, label: str, **sections: dict) -> dict:
     line = [x for x in sh(work, sys.executable, "-m", "stages.evaluate").splitlines() if x.startswith("evaluate: test")]
     print(f"{label}: {line[-1] if line else '(no headline)'}", flush=True)
     numbers = json.loads((work / "metrics" / "eval.json").read_text())
-    return {"probe": label} | {m: 100 * (1 - numbers["test_top1_error"]) if m == "test_top1_acc" else 100 * numbers[m]
-                               for m in METRICS}
+    numbers["test_top1_acc"] = 1 - numbers["test_top1_error"]
+    return {"probe": label} | {m: None if numbers.get(m) is None else 100 * numbers[m] for m in METRICS}  # None: no class
 
 
 def table(rows: list[dict], exp: str) -> str:
     lines = [f"Experiment `{exp}`: top-1 and many / medium / few-shot accuracy (%) on the test split.", "",
              "| probe | top-1 | many | medium | few |", "|---|---|---|---|---|"]
-    lines += [f"| {r['probe']} | " + " | ".join(f"{r[m]:.1f}" for m in METRICS) + " |" for r in rows]
+    lines += [f"| {r['probe']} | " + " | ".join("n/a" if r[m] is None else f"{r[m]:.1f}" for m in METRICS) + " |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 
