@@ -51,11 +51,13 @@ _default_format = warnings.formatwarning
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def describe_os_error(exc: OSError) -> str | None:
-    """``<path>: <reason>`` for an error of the environment (``ENVIRONMENT_ERRNOS``), else None."""
+def describe_os_error(exc: OSError, destination: bool = False) -> str | None:
+    """``<path>: <reason>`` for an error of the environment (``ENVIRONMENT_ERRNOS``), else None; of
+    an error naming two files (a copy) the first, or the second with ``destination``."""
     if exc.errno not in ENVIRONMENT_ERRNOS:
         return None
-    path = exc.filename if exc.filename is not None else exc.filename2
+    first, second = (exc.filename2, exc.filename) if destination else (exc.filename, exc.filename2)
+    path = first if first is not None else second
     reason = exc.strerror or str(exc)
     return f"{path}: {reason}" if path is not None else reason
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from bbn.errors import ENVIRONMENT_ERRNOS
+from bbn.errors import describe_os_error
 from bbn.files import sqlite_path
 
 # MLflow error codes that mean "this request is wrong", not "the store is away": retrying cannot help
@@ -51,10 +51,7 @@ def refused_write(exc: BaseException) -> str | None:
     upload onto a full disk raises. ``<file>: <reason>`` (the destination when a copy names both
     files), or the reason alone when the error names no file; None for any other error. Retrying
     within the stage cannot help, unlike a store that is away."""
-    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
-        return None
-    where, reason = exc.filename2 or exc.filename, exc.strerror or first_line(exc)
-    return f"{where}: {reason}" if where else reason
+    return describe_os_error(exc, destination=True) if isinstance(exc, OSError) else None
 
 
 CONNECT_ATTEMPTS = 3  # MLflow's own default, 10, sleeps ~100 s before a store that cannot be opened fails
