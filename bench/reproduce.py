@@ -18,8 +18,8 @@ MiSLAS; ``--single-seeds`` (default 0) for LDAM-DRW, Mixup, Manifold Mixup and i
 **Budget.** ``--epochs E`` (default 12, the CPU budget; 200 = the published recipes) scales each
 recipe's schedule shape to E epochs: lr steps, DRW/DRS start and warm-up at the same fractions of
 training (round(step * E / 200), warm-up at least 1 epoch), T_max = E (BBN's div_epoch = MAX_EPOCH);
-MiSLAS's stage-1 steps 160/180 like the others. The classifier stage (one epoch = C x N_max
-class-balanced draws, ≈47,500 images on CIFAR-10-LT IR100 after the 5 % hold-out, ~4x a training epoch) gets the same fraction
+MiSLAS's stage-1 steps 160/180 like the others. The classifier stage (one epoch = N class-balanced
+draws for N training images, as long as a training epoch) gets the same fraction
 of its recipe's epochs, at least one: ``classifier.epochs = max(1, round(epochs_recipe * E / 200))``
 (MiSLAS and cRT: 10 -> 1 at E = 12). Images stay at the full 32 px, batch 128. The report states it.
 """

@@ -156,10 +156,10 @@ class _Labels(torch.utils.data.Dataset):
 
 
 def test_class_balanced_batches_draw_classes_uniformly_then_images_uniformly():
-    targets = [0, 0, 0, 0, 1, 1, 2]  # class 0's images 1/12 each, class 1's 1/6, class 2's 1/3
-    assert balanced_draws(targets) == 12  # C x N_max, as ClassAwareSampler.num_samples
+    targets = [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2]  # class 0's images 1/12 each, class 1's 1/6, class 2's 1/18
+    assert balanced_draws(targets) == 12  # N, not the sampler's C x N_max = 18
     loader = balanced_loader(_Labels(targets), batch_size=5, seed=0, num_workers=0)
-    expected = np.array([1 / 12] * 4 + [1 / 6] * 2 + [1 / 3])
+    expected = np.array([1 / 12] * 4 + [1 / 6] * 2 + [1 / 18] * 6)
     assert np.allclose(loader.batch_sampler.sampler.weights.numpy(), expected)
     drawn, sizes = [], []
     for epoch in range(400):
@@ -168,9 +168,9 @@ def test_class_balanced_batches_draw_classes_uniformly_then_images_uniformly():
             drawn += idx.tolist()
             sizes.append(len(idx))
     assert sizes[:3] == [5, 5, 2]  # 12 draws an epoch, the last batch kept
-    per_image = np.bincount(drawn, minlength=7)
+    per_image = np.bincount(drawn, minlength=12)
     assert chisquare(per_image, expected * len(drawn)).pvalue > 1e-3
-    assert chisquare([per_image[:4].sum(), per_image[4:6].sum(), per_image[6]]).pvalue > 1e-3
+    assert chisquare([per_image[:4].sum(), per_image[4:6].sum(), per_image[6:].sum()]).pvalue > 1e-3
 
 
 def test_cosine_lr_of_mislas():

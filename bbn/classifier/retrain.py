@@ -11,9 +11,12 @@
   running statistics move to the class-balanced data (MiSLAS: ``model.train()`` under ``no_grad``).
 
 Batches: class-balanced sampling, a class uniformly, then an image uniformly within it
-(``bbn.data.samplers.ClassBalancedSampler``, independent draws), C x N_max draws per epoch: the
-epoch length of both codes' ``ClassAwareSampler`` (which cycles through shuffled classes in runs of
-4 images of one class instead of drawing independently). SGD with momentum and weight decay on
+(``bbn.data.samplers.ClassBalancedSampler``, independent draws; both codes' ``ClassAwareSampler``
+cycles through shuffled classes in runs of 4 images of one class instead), N draws per epoch for N
+training images: both codes cut their sampler's C x N_max draws to about N / batch steps an epoch
+(classifier-balancing ``run_networks.py`` ``epoch_steps = int(N / B)``, "instead of oversampled
+data number"; MiSLAS ``train_stage2.py`` breaks after ``ceil(N / B)`` + 1 batches); here ceil(N / B)
+batches, the last one partial. SGD with momentum and weight decay on
 everything trained; per-epoch cosine lr, lr/2 (1 + cos(pi e / E)) for e = 0 .. E-1 (MiSLAS
 ``adjust_learning_rate``; classifier-balancing steps its CosineAnnealingLR before each epoch, e = 1 ..
 E, so its last epoch trains at lr 0). The scaled classifier is written back into the network as
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,11 +42,9 @@ from bbn.model.network import BilateralNet
 
 
 def balanced_draws(targets) -> int:
-    """Draws per epoch: classes x the largest class's images (classifier-balancing's and MiSLAS's
-    ``ClassAwareSampler.num_samples``)."""
-    counts = np.bincount(np.asarray(targets))
-    counts = counts[counts > 0]
-    return int(len(counts) * counts.max()) if len(counts) else 0
+    """Draws per epoch: the number of training images N (both codes' epoch of about N / batch steps,
+    not their sampler's C x N_max; module docstring)."""
+    return len(targets)
 
 
 def balanced_loader(dataset: ImageList, batch_size: int, seed: int, num_workers: int | str) -> DataLoader:

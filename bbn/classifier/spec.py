@@ -24,7 +24,7 @@ class ClassifierSpec:
 
     ``lr`` is the learning rate of what each method trains (cRT: the new classifier; LWS: the scales;
     MiSLAS: the scales, and the classifier at ``lr * lr_factor``), under a cosine schedule over
-    ``epochs`` to 0. An epoch is C x N_max class-balanced draws (``bbn.classifier.retrain``).
+    ``epochs`` to 0. An epoch is N class-balanced draws for N training images (``bbn.classifier.retrain``).
     ``smooth_head`` / ``smooth_tail``: MiSLAS's label-aware smoothing of the most / least frequent
     class, ``smooth_shape`` the curve between them. ``shift_bn``: BatchNorm running statistics of the
     frozen network re-estimated on the class-balanced batches (MiSLAS's shift); otherwise the whole
