@@ -3,6 +3,8 @@ and scaled schedules; the table keys runs by row and takes the evaluation from t
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -55,7 +57,8 @@ def test_plan_scales_the_schedule_shape():
 def _run(recipe, seed, top1, *, init="official", method="none", stage=None, epochs=12, status="FINISHED", t=0):
     run = {"run_id": f"{recipe}-{init}-{seed}-{stage}-{t}", "status": status, "start_time": t,
            "params.recipe": recipe, "params.model.init": init, "params.classifier.method": method,
-           "params.classifier.epochs": "1", "params.train.seed": str(seed), "params.train.epochs": str(epochs),
+           "params.classifier.epochs": "1", "params.train.lr_steps": "[7, 10]" if "bbn" in recipe else "[10, 11]",
+           "params.train.seed": str(seed), "params.train.epochs": str(epochs),
            "params.train.image_size": "32", "params.train.batch_size": "128", "params.data.imbalance_ratio": "100",
            "params.data.seed": "0", "params.split.val_fraction": "0.05", "tags.bbn.stage": stage,
            "tags.val_split": "holdout-longtailed"}
@@ -97,14 +100,19 @@ def test_table_keys_rows_and_takes_classifier_runs_for_classifier_recipes():
                      "MiSLAS": 0.81, "LDAM-DRW": 0.46}
     assert set(used.loc[used["params.row"] == "CE + cRT", "tags.bbn.stage"]) == {"classifier"}
     assert list(summary["row"]) == [r.name for r in equal_budget.ROWS if r.name in means]  # the ROWS order
-    assert ("| BBN (official init) | `cifar10_lt_bbn` | official | – | 3 (0, 1, 2) | 71.00 ± 1.00 | 90.00 ± 0.00 "
+    assert ("| BBN (official init) | `cifar10_lt_bbn` | official | [7, 10] | – | 3 (0, 1, 2) | 71.00 ± 1.00 | 90.00 ± 0.00 "
             "| 50.00 ± 0.00 | 20.00 ± 0.00 | 79.82 |") in text
-    assert "| BBN (fan-out init) | `cifar10_lt_bbn` | fan_out | – | 3 (0, 1, 2) | 61.00 ± 1.00 |" in text
-    assert "| CE + cRT | `cifar10_lt_ce_crt` | official | 1 | 3 (0, 1, 2) | 56.00 ± 1.00 |" in text
+    assert "| BBN (fan-out init) | `cifar10_lt_bbn` | fan_out | [7, 10] | – | 3 (0, 1, 2) | 61.00 ± 1.00 |" in text
+    assert "| CE + cRT | `cifar10_lt_ce_crt` | official | [10, 11] | 1 | 3 (0, 1, 2) | 56.00 ± 1.00 |" in text
     assert "| MiSLAS |" in text and "| 82.50 |" in text
-    assert "| LDAM-DRW | `cifar10_lt_ldam_drw` | official | – | 1 (0) | 46.00 |" in text
-    assert "| Mixup | `cifar10_lt_mixup` | official | – | 0 (not run yet) | – |" in text and "| 73.06 |" in text
-    assert "- the init: BBN (official init) − BBN (fan-out init) top-1 +10.00 points, largest std 1.00: beyond" in text
+    assert "| LDAM-DRW | `cifar10_lt_ldam_drw` | official | [10, 11] | – | 1 (0) | 46.00 |" in text
+    assert "| Mixup | `cifar10_lt_mixup` | official | – | – | 0 (not run yet) | – |" in text and "| 73.06 |" in text
+    # Welch: t = 0.10 / sqrt(2 x 0.01² / 3) = 12.25 with 4 degrees of freedom; the t(4) CDF in closed form
+    t = 0.10 / math.sqrt(2 * 0.01**2 / 3)
+    cdf = 0.5 + 3 / 8 * t / math.sqrt(1 + t * t / 4) * (1 - t * t / (12 * (1 + t * t / 4)))
+    init = "- the init: BBN (official init) − BBN (fan-out init) top-1 +10.00 points, Welch's t-test"
+    assert f"{init} over the seeds p = {2 * (1 - cdf):.3g}: beyond the seed spread" in text
+    assert "| BBN (official init) | `cifar10_lt_bbn` | official | [7, 10] |" in text
     assert "- cRT vs CE: CE + cRT − CE top-1 +5.00 points" in text
     head = equal_budget.header(used, summary, 12, "a CPU", "cpu")
     assert "12 training epoch(s)" in head and "= 1 epoch(s)" in head and "hold-out of 0.05" in head and "3/4/3 classes" in head
@@ -116,7 +124,7 @@ def test_init_verdict_says_when_within_the_spread():
     runs.loc[fan, "metrics.test_top1_acc"] = 0.80  # fan-out now 0.80 / 0.61 / 0.62: std 0.11 > gap
     text, _, _ = equal_budget.table(runs, 12)
     assert "- the init: BBN (official init) − BBN (fan-out init) top-1 +3.33 points" in text
-    assert "NOT beyond the seed spread" in text.split("- the init")[1].splitlines()[0]
+    assert "NOT beyond the seed spread" in text.split("- the init")[1].splitlines()[0]  # p = 0.64
     with pytest.raises(BBNError, match="at 7 epoch"):
         equal_budget.table(runs, 7)
 
@@ -136,7 +144,7 @@ def test_table_from_the_store_reads_the_stage_tag(tmp_path):
     text, summary = reproduce.table("r", uri, 12, "a test host")
     assert dict(summary.set_index("row")["n"]) == {"BBN (official init)": 1, "BBN (fan-out init)": 1, "CE": 1,
                                                    "CE + cRT": 1, "MiSLAS": 1}
-    assert "| CE + cRT | `cifar10_lt_ce_crt` | official | 1 | 1 (0) | 55.00 |" in text
+    assert "| CE + cRT | `cifar10_lt_ce_crt` | official | [10, 11] | 1 | 1 (0) | 55.00 |" in text
     assert "a test host" in text and "not decidable yet" in text
 
 
