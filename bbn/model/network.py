@@ -262,8 +262,9 @@ def _init_weights(model: nn.Module, init: str = "fan_out", backbone: str = "resn
     (Megvii-Nanjing/BBN lib/backbone/resnet_cifar.py ``_weights_init``, as LDAM-DRW's) Kaiming
     normal with fan-in, std sqrt(2 / (in_channels * k * k)), 2.3x larger in the stem; ResNet-50
     (lib/backbone/resnet.py, no init of its own) PyTorch's default, Kaiming uniform with a = sqrt(5).
-    BatchNorm: weight 1, bias 0. Heads keep PyTorch's default (both codes). ``ArgError('init')``
-    for another ``init``."""
+    BatchNorm: weight 1, bias 0. Heads keep PyTorch's default (both BBN codes build the classifier
+    outside the backbone; LDAM-DRW's and MiSLAS's resnet_cifar.py also give their Linear Kaiming
+    fan-in: README, item 4). ``ArgError('init')`` for another ``init``."""
     if init not in INITS:
         raise ArgError("init", f"{init!r}: choose {' or '.join(INITS)}")
     for m in model.modules():
