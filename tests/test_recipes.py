@@ -129,6 +129,8 @@ TINY_DATA = ["data.name=digits", "data.n_max=30", "data.imbalance_ratio=10", "da
              "split.val_fraction=0.2", "tracking.experiment=recipes"]
 FAMILIES = {"cifar10_lt_bbn": ["prepare.short_side=16"], "cifar10_lt_ldam_drw": ["prepare.short_side=16"],
             "inat2018_bbn_r50": ["prepare.short_side=18"],
+            "cifar10_lt_manifold_mixup": ["prepare.short_side=16"],
+            "cifar10_lt_manifold_mixup_two_samplers": ["prepare.short_side=16"],
             "cifar10_lt_mislas": ["prepare.short_side=16", "classifier.epochs=1"]}  # mixup, then its stage 2
 
 
@@ -138,7 +140,7 @@ def _apply(repo, name: str, extra: list[str]) -> None:
 
 
 @pytest.mark.pipeline
-@pytest.mark.timeout(2400)  # four pipelines, one a ResNet-50: ~5 min idle, far longer on a shared machine
+@pytest.mark.timeout(2400)  # six pipelines, one a ResNet-50: ~6 min idle, far longer on a shared machine
 def test_every_recipe_family_runs_an_epoch_through_dvc_exp_run(tmp_path):
     repo = make_repo(tmp_path / "recipes")
     families = list(FAMILIES.items())
@@ -150,7 +152,7 @@ def test_every_recipe_family_runs_an_epoch_through_dvc_exp_run(tmp_path):
     _apply(repo, name, extra)
     sh(repo, "dvc", "exp", "run", "--temp", timeout=900)
     sh(repo, "dvc", "queue", "start", "-j", "2")
-    deadline = time.time() + 1800  # four pipelines (one on ResNet-50): minutes on a loaded 2-core machine
+    deadline = time.time() + 1800  # six pipelines (one on ResNet-50): minutes on a loaded 2-core machine
     while any(w in sh(repo, "dvc", "queue", "status").stdout for w in ("Queued", "Running")):
         assert time.time() < deadline
         time.sleep(3)
